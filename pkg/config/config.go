@@ -1,0 +1,336 @@
+// Package config reads each process's settings from the environment with env/v11 and checks them once at
+// start. It owns variable names, defaults and validation; it never logs, and it never puts the value of a
+// secret into an error.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/nhs-dps/dps-pipeline/pkg/logging"
+	"github.com/robfig/cron/v3"
+)
+
+// Shared holds what every process needs.
+type Shared struct {
+	DatabaseURL    string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/dps?sslmode=disable" secret:"true"`
+	NATSURL        string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSCreds      string `env:"NATS_CREDS"`
+	StreamReplicas int    `env:"NATS_STREAM_REPLICAS" envDefault:"1"`
+	LogLevel       string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat      string `env:"LOG_FORMAT" envDefault:"auto"`
+	HTTPAddr       string `env:"HTTP_ADDR"`
+}
+
+// MESH holds the mailbox settings. The names follow the MESH settings teams keep today
+// (Settings.mesh.*), one variable per setting.
+type MESH struct {
+	BaseURL                string        `env:"MESH_BASE_URL" envDefault:"https://localhost:8700"`
+	Mailbox                string        `env:"MESH_MAILBOX"`
+	Password               string        `env:"MESH_PASSWORD" secret:"true"`
+	SharedKey              string        `env:"MESH_SHARED_KEY" secret:"true"`
+	DPSMailbox             string        `env:"MESH_DPS_MAILBOX"`
+	DPSWorkflowID          string        `env:"MESH_DPS_WORKFLOW_ID"`
+	Certificate            string        `env:"MESH_CERTIFICATE"`
+	PrivateKey             string        `env:"MESH_PRIVATE_KEY" secret:"true"`
+	PrivateKeyPassphrase   string        `env:"MESH_PRIVATE_KEY_PASSPHRASE" secret:"true"`
+	CABundle               string        `env:"MESH_CA_BUNDLE"`
+	DisableSSLVerification bool          `env:"MESH_DISABLE_SSL_VERIFICATION" envDefault:"false"`
+	JobsEnabled            bool          `env:"MESH_JOBS_ENABLED" envDefault:"false"`
+	ChunkSize              int64         `env:"MESH_CHUNK_SIZE" envDefault:"20971520"`
+	RetryBudget            time.Duration `env:"MESH_RETRY_BUDGET" envDefault:"2m"`
+}
+
+// Producer is the producer's configuration.
+type Producer struct {
+	Shared
+	Schedule    string `env:"PRODUCER_SCHEDULE" envDefault:"0 2 * * *"`
+	UniqueIDURI string `env:"DPS_UNIQUE_ID_URI" envDefault:"https://manage-vaccinations-in-schools.nhs.uk/vaccination-records"`
+}
+
+// Sender is the sender's configuration.
+type Sender struct {
+	Shared
+	MESH
+	ShutdownGrace time.Duration `env:"SENDER_SHUTDOWN_GRACE" envDefault:"30s"`
+}
+
+// Tracker is the tracker's configuration.
+type Tracker struct {
+	Shared
+	MESH
+	PollInterval      time.Duration `env:"TRACKER_POLL_INTERVAL" envDefault:"1m"`
+	HandshakeInterval time.Duration `env:"TRACKER_HANDSHAKE_INTERVAL" envDefault:"24h"`
+	BatchSize         int           `env:"TRACKER_BATCH_SIZE" envDefault:"100"`
+	MaxBackoff        time.Duration `env:"TRACKER_MAX_BACKOFF" envDefault:"1h"`
+	UnknownTimeout    time.Duration `env:"TRACKER_UNKNOWN_TIMEOUT" envDefault:"1h"`
+}
+
+// Default HTTP addresses, distinct so that the three processes can share one host.
+const (
+	DefaultProducerHTTPAddr = "127.0.0.1:9101"
+	DefaultSenderHTTPAddr   = "127.0.0.1:9102"
+	DefaultTrackerHTTPAddr  = "127.0.0.1:9103"
+)
+
+// Error is a configuration problem with one variable. Its message names the variable and never quotes
+// the value.
+type Error struct {
+	Var     string
+	Problem string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Problem }
+
+// LoadProducer reads and checks the producer's configuration.
+func LoadProducer() (Producer, error) {
+	c, err := load[Producer]()
+	if err != nil {
+		return c, err
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultProducerHTTPAddr
+	}
+	if err := c.Shared.validate(); err != nil {
+		return c, err
+	}
+	if _, err := ParseSchedule(c.Schedule); err != nil {
+		return c, &Error{Var: "PRODUCER_SCHEDULE", Problem: "must be a five-field cron expression such as \"0 2 * * *\""}
+	}
+	if c.UniqueIDURI == "" {
+		return c, &Error{Var: "DPS_UNIQUE_ID_URI", Problem: "must not be empty"}
+	}
+	return c, nil
+}
+
+// LoadSender reads and checks the sender's configuration.
+func LoadSender() (Sender, error) {
+	c, err := load[Sender]()
+	if err != nil {
+		return c, err
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultSenderHTTPAddr
+	}
+	if err := c.Shared.validate(); err != nil {
+		return c, err
+	}
+	if err := c.MESH.validate(c.JobsEnabled, true); err != nil {
+		return c, err
+	}
+	if c.ShutdownGrace <= 0 {
+		return c, &Error{Var: "SENDER_SHUTDOWN_GRACE", Problem: "must be a positive duration"}
+	}
+	return c, nil
+}
+
+// LoadTracker reads and checks the tracker's configuration.
+func LoadTracker() (Tracker, error) {
+	c, err := load[Tracker]()
+	if err != nil {
+		return c, err
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultTrackerHTTPAddr
+	}
+	if err := c.Shared.validate(); err != nil {
+		return c, err
+	}
+	if err := c.MESH.validate(c.JobsEnabled, false); err != nil {
+		return c, err
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"TRACKER_POLL_INTERVAL", c.PollInterval},
+		{"TRACKER_HANDSHAKE_INTERVAL", c.HandshakeInterval},
+		{"TRACKER_MAX_BACKOFF", c.MaxBackoff},
+		{"TRACKER_UNKNOWN_TIMEOUT", c.UnknownTimeout},
+	} {
+		if d.v <= 0 {
+			return c, &Error{Var: d.name, Problem: "must be a positive duration"}
+		}
+	}
+	if c.BatchSize < 1 || c.BatchSize > 10000 {
+		return c, &Error{Var: "TRACKER_BATCH_SIZE", Problem: "must be between 1 and 10000"}
+	}
+	return c, nil
+}
+
+// LoadMESH reads the MESH settings alone, for the operator commands, which need a mailbox but no
+// database or NATS. The mailbox credentials are required whatever MESH_JOBS_ENABLED says.
+func LoadMESH() (MESH, error) {
+	c, err := load[MESH]()
+	if err != nil {
+		return c, err
+	}
+	return c, c.validate(true, false)
+}
+
+func (s Shared) validate() error {
+	if s.DatabaseURL == "" {
+		return &Error{Var: "DATABASE_URL", Problem: "must not be empty"}
+	}
+	if !strings.HasPrefix(s.DatabaseURL, "postgres://") && !strings.HasPrefix(s.DatabaseURL, "postgresql://") {
+		return &Error{Var: "DATABASE_URL", Problem: "must be a postgres:// URL"}
+	}
+	if s.NATSURL == "" {
+		return &Error{Var: "NATS_URL", Problem: "must not be empty"}
+	}
+	if s.NATSCreds != "" {
+		if _, err := os.Stat(s.NATSCreds); err != nil {
+			return &Error{Var: "NATS_CREDS", Problem: "file cannot be read"}
+		}
+	}
+	if s.StreamReplicas != 1 && s.StreamReplicas != 3 && s.StreamReplicas != 5 {
+		return &Error{Var: "NATS_STREAM_REPLICAS", Problem: "must be 1, 3 or 5"}
+	}
+	if _, err := logging.ParseLevel(s.LogLevel); err != nil {
+		return &Error{Var: "LOG_LEVEL", Problem: err.Error()}
+	}
+	switch s.LogFormat {
+	case "auto", "text", "json":
+	default:
+		return &Error{Var: "LOG_FORMAT", Problem: "must be one of auto, text, json"}
+	}
+	return nil
+}
+
+// validate checks the MESH settings. Credentials are only demanded when the process will talk to MESH,
+// so that a sender with the feature gate off starts and waits instead of failing.
+func (m MESH) validate(required, needsDPS bool) error {
+	if m.ChunkSize < 1<<20 || m.ChunkSize > 100_000_000 {
+		return &Error{Var: "MESH_CHUNK_SIZE", Problem: "must be between 1048576 and 100000000 bytes (MESH refuses requests over 100 MB)"}
+	}
+	if m.RetryBudget <= 0 {
+		return &Error{Var: "MESH_RETRY_BUDGET", Problem: "must be a positive duration"}
+	}
+	if (m.PrivateKey == "") != (m.Certificate == "") {
+		if m.Certificate == "" {
+			return &Error{Var: "MESH_CERTIFICATE", Problem: "must be set when MESH_PRIVATE_KEY is"}
+		}
+		return &Error{Var: "MESH_PRIVATE_KEY", Problem: "must be set when MESH_CERTIFICATE is"}
+	}
+	if !required {
+		return nil
+	}
+	if !strings.HasPrefix(m.BaseURL, "https://") && !strings.HasPrefix(m.BaseURL, "http://") {
+		return &Error{Var: "MESH_BASE_URL", Problem: "must be an http(s) URL"}
+	}
+	for _, r := range []struct{ name, v string }{
+		{"MESH_MAILBOX", m.Mailbox},
+		{"MESH_PASSWORD", m.Password},
+		{"MESH_SHARED_KEY", m.SharedKey},
+	} {
+		if r.v == "" {
+			return &Error{Var: r.name, Problem: "is required when MESH is used"}
+		}
+	}
+	if needsDPS {
+		if m.DPSMailbox == "" {
+			return &Error{Var: "MESH_DPS_MAILBOX", Problem: "is required when MESH_JOBS_ENABLED is true"}
+		}
+		if m.DPSWorkflowID == "" {
+			return &Error{Var: "MESH_DPS_WORKFLOW_ID", Problem: "is required when MESH_JOBS_ENABLED is true"}
+		}
+	}
+	return nil
+}
+
+// ParseSchedule parses a five-field cron expression (minute hour day-of-month month day-of-week).
+func ParseSchedule(spec string) (cron.Schedule, error) {
+	return cron.ParseStandard(spec)
+}
+
+// load parses T from the environment, first resolving <NAME>_FILE for every secret, and turns env/v11's
+// errors into ones that name the variable without quoting its value.
+func load[T any]() (T, error) {
+	var zero T
+	fields := envFields(reflect.TypeOf(zero))
+	environ := env.ToMap(os.Environ())
+	for _, f := range fields {
+		if !f.secret {
+			continue
+		}
+		path, ok := environ[f.name+"_FILE"]
+		if !ok {
+			continue
+		}
+		if _, both := environ[f.name]; both {
+			return zero, &Error{Var: f.name, Problem: "set either " + f.name + " or " + f.name + "_FILE, not both"}
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return zero, &Error{Var: f.name + "_FILE", Problem: "cannot read the file it names"}
+		}
+		environ[f.name] = strings.TrimRight(string(b), "\r\n")
+	}
+	c, err := env.ParseAsWithOptions[T](env.Options{Environment: environ})
+	if err != nil {
+		return zero, describe(err, fields)
+	}
+	return c, nil
+}
+
+type envField struct {
+	field  string
+	name   string
+	kind   reflect.Type
+	secret bool
+}
+
+func envFields(t reflect.Type) []envField {
+	var out []envField
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		if sf.Anonymous && sf.Type.Kind() == reflect.Struct {
+			out = append(out, envFields(sf.Type)...)
+			continue
+		}
+		name, _, _ := strings.Cut(sf.Tag.Get("env"), ",")
+		if name == "" {
+			continue
+		}
+		out = append(out, envField{field: sf.Name, name: name, kind: sf.Type, secret: sf.Tag.Get("secret") == "true"})
+	}
+	return out
+}
+
+func describe(err error, fields []envField) error {
+	var agg env.AggregateError
+	if errors.As(err, &agg) && len(agg.Errors) > 0 {
+		err = agg.Errors[0]
+	}
+	var pe env.ParseError
+	if errors.As(err, &pe) {
+		for _, f := range fields {
+			if f.field == pe.Name {
+				return &Error{Var: f.name, Problem: expectation(f.kind)}
+			}
+		}
+	}
+	var notSet env.VarIsNotSetError
+	if errors.As(err, &notSet) {
+		return &Error{Var: notSet.Key, Problem: "is required"}
+	}
+	// Other env/v11 errors concern the struct definitions, not the values, so they cannot leak one.
+	return fmt.Errorf("configuration: %w", err)
+}
+
+func expectation(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)):
+		return "must be a duration such as 30s, 5m or 24h"
+	case t.Kind() == reflect.Bool:
+		return "must be true or false"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "must be a whole number"
+	}
+	return "has an invalid value"
+}

@@ -1,0 +1,157 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// clearEnv unsets every variable this package reads so that the machine's environment cannot leak in.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, typ := range []any{Producer{}, Sender{}, Tracker{}} {
+		for _, f := range envFields(reflectType(typ)) {
+			for _, name := range []string{f.name, f.name + "_FILE"} {
+				if v, ok := os.LookupEnv(name); ok {
+					os.Unsetenv(name)
+					t.Cleanup(func() { os.Setenv(name, v) })
+				}
+			}
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	clearEnv(t)
+	p, err := LoadProducer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.DatabaseURL != "postgres://postgres@127.0.0.1:5432/dps?sslmode=disable" || p.NATSURL != "nats://127.0.0.1:4222" ||
+		p.Schedule != "0 2 * * *" || p.HTTPAddr != DefaultProducerHTTPAddr || p.LogFormat != "auto" {
+		t.Errorf("unexpected defaults: %+v", p)
+	}
+	s, err := LoadSender()
+	if err != nil {
+		t.Fatalf("sender must start with the MESH gate off and no MESH settings: %v", err)
+	}
+	if s.JobsEnabled || s.ChunkSize != 20<<20 {
+		t.Errorf("sender defaults: %+v", s.MESH)
+	}
+	tr, err := LoadTracker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.PollInterval != time.Minute || tr.HandshakeInterval != 24*time.Hour {
+		t.Errorf("tracker defaults: %+v", tr)
+	}
+}
+
+func TestInvalidValuesNameTheVariable(t *testing.T) {
+	meshOn := map[string]string{
+		"MESH_JOBS_ENABLED": "true", "MESH_MAILBOX": "X26ABC1", "MESH_PASSWORD": "pw-secret-value",
+		"MESH_SHARED_KEY": "TestKey", "MESH_DPS_MAILBOX": "X26ABC2", "MESH_DPS_WORKFLOW_ID": "WF",
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		load    func() error
+		wantVar string
+	}{
+		{"gate not a bool", map[string]string{"MESH_JOBS_ENABLED": "maybe"}, loadSender, "MESH_JOBS_ENABLED"},
+		{"gate not a bool tracker", map[string]string{"MESH_JOBS_ENABLED": "maybe"}, loadTracker, "MESH_JOBS_ENABLED"},
+		{"bad duration", map[string]string{"TRACKER_POLL_INTERVAL": "often"}, loadTracker, "TRACKER_POLL_INTERVAL"},
+		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, loadProducer, "LOG_FORMAT"},
+		{"bad log level", map[string]string{"LOG_LEVEL": "loud"}, loadProducer, "LOG_LEVEL"},
+		{"bad schedule", map[string]string{"PRODUCER_SCHEDULE": "every night"}, loadProducer, "PRODUCER_SCHEDULE"},
+		{"bad database url", map[string]string{"DATABASE_URL": "mysql://x"}, loadProducer, "DATABASE_URL"},
+		{"gate on, no mailbox", map[string]string{"MESH_JOBS_ENABLED": "true"}, loadSender, "MESH_MAILBOX"},
+		{"gate on, no workflow", without(meshOn, "MESH_DPS_WORKFLOW_ID"), loadSender, "MESH_DPS_WORKFLOW_ID"},
+		{"chunk too large", with(meshOn, "MESH_CHUNK_SIZE", "200000000"), loadSender, "MESH_CHUNK_SIZE"},
+		{"key without certificate", with(meshOn, "MESH_PRIVATE_KEY", "-----BEGIN"), loadSender, "MESH_CERTIFICATE"},
+		{"operator command without password", map[string]string{"MESH_MAILBOX": "X26ABC1"}, loadMESH, "MESH_PASSWORD"},
+		{"replicas", map[string]string{"NATS_STREAM_REPLICAS": "2"}, loadProducer, "NATS_STREAM_REPLICAS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			err := tt.load()
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("want *config.Error, got %v", err)
+			}
+			if ce.Var != tt.wantVar || !strings.HasPrefix(err.Error(), tt.wantVar+": ") {
+				t.Errorf("error %q names %s, want %s", err, ce.Var, tt.wantVar)
+			}
+			for _, v := range tt.env {
+				if len(v) > 4 && strings.Contains(err.Error(), v) {
+					t.Errorf("error %q quotes the value %q", err, v)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretsFromFiles(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MESH_MAILBOX", "X26ABC1")
+	t.Setenv("MESH_PASSWORD_FILE", pw)
+	t.Setenv("MESH_SHARED_KEY", "TestKey")
+	m, err := LoadMESH()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Password != "from-a-file" {
+		t.Errorf("password from file = %q", m.Password)
+	}
+
+	t.Setenv("MESH_PASSWORD", "also-set")
+	if _, err := LoadMESH(); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("both set: err = %v", err)
+	}
+	os.Unsetenv("MESH_PASSWORD")
+	t.Setenv("MESH_PASSWORD_FILE", filepath.Join(dir, "missing"))
+	err = func() error { _, err := LoadMESH(); return err }()
+	if err == nil || !strings.HasPrefix(err.Error(), "MESH_PASSWORD_FILE: ") {
+		t.Errorf("missing file: err = %v", err)
+	}
+}
+
+func loadProducer() error { _, err := LoadProducer(); return err }
+func loadSender() error   { _, err := LoadSender(); return err }
+func loadTracker() error  { _, err := LoadTracker(); return err }
+func loadMESH() error     { _, err := LoadMESH(); return err }
+
+func with(m map[string]string, k, v string) map[string]string {
+	out := map[string]string{k: v}
+	for mk, mv := range m {
+		if mk != k {
+			out[mk] = mv
+		}
+	}
+	return out
+}
+
+func without(m map[string]string, k string) map[string]string {
+	out := map[string]string{}
+	for mk, mv := range m {
+		if mk != k {
+			out[mk] = mv
+		}
+	}
+	return out
+}
+
+func reflectType(v any) reflect.Type { return reflect.TypeOf(v) }

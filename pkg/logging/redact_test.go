@@ -1,0 +1,112 @@
+package logging
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+type patient struct{ nhs string }
+
+func (p patient) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("nhs_number", p.nhs), slog.String("id", "p-1"))
+}
+
+func TestSensitiveKey(t *testing.T) {
+	tests := []struct {
+		key  string
+		want bool
+	}{
+		{"password", true}, {"MESH_PASSWORD", true}, {"private_key_passphrase", true}, {"token", true},
+		{"Authorization", true}, {"key", true}, {"shared_key", true}, {"mesh.key", true},
+		{"nhs_number", true}, {"NHSNumber", true}, {"forename", true}, {"surname", true},
+		{"patient_dob", true}, {"date_of_birth", true}, {"postcode", true}, {"address_postcode", true},
+		{"export_id", false}, {"monkey", false}, {"keyboard", false}, {"filename", false},
+		{"programme", false}, {"mesh_message_id", false}, {"rows", false},
+	}
+	for _, tt := range tests {
+		if got := SensitiveKey(tt.key); got != tt.want {
+			t.Errorf("SensitiveKey(%q) = %v, want %v", tt.key, got, tt.want)
+		}
+	}
+}
+
+func TestScrubString(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"nhs number alone", "9992686766", "[REDACTED-NHS-NUMBER]"},
+		{"nhs number in text", "patient 9992686766 missing", "patient [REDACTED-NHS-NUMBER] missing"},
+		{"nhs number spaced", "nhs 999 268 6766.", "nhs [REDACTED-NHS-NUMBER]."},
+		{"bad check digit kept", "order 1234567890 shipped", "order 1234567890 shipped"},
+		{"longer numbers kept", "message 20200529155357895317_3573F8", "message 20200529155357895317_3573F8"},
+		{"url password", "dial postgres://app:s3cret@db:5432/dps failed", "dial postgres://app:[REDACTED]@db:5432/dps failed"},
+		{"mesh token", "header NHSMESH X26ABC1:abc:0:202401020304:ff00 rejected", "header NHSMESH [REDACTED] rejected"},
+		{"key value", "password=hunter2 rest", "password=[REDACTED] rest"},
+		{"nothing", "export 3 sent", "export 3 sent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ScrubString(tt.in); got != tt.want {
+				t.Errorf("ScrubString(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRedactionCannotBeBypassed(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := New(&buf, slog.LevelDebug, FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log = log.With(slog.String("password", "hunter2"), slog.Group("mesh", slog.String("shared_key", "TestKey")))
+	log.WithGroup("req").Info("sent for 9992686766",
+		slog.String("forename", "Brenton"),
+		slog.String("surname", "Waters"),
+		slog.String("dob", "20120818"),
+		slog.String("postcode", "UC0W 0JL"),
+		slog.Any("patient", patient{nhs: "9992686766"}),
+		slog.Any("err", fmt.Errorf("wrap: %w", errors.New("connect postgres://u:pw@h/db"))),
+		slog.String("export_id", "e-1"),
+	)
+	out := buf.String()
+	for _, leaked := range []string{"hunter2", "TestKey", "Brenton", "Waters", "20120818", "UC0W", "9992686766", ":pw@"} {
+		if strings.Contains(out, leaked) {
+			t.Errorf("log line leaks %q: %s", leaked, out)
+		}
+	}
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("not one JSON line: %v: %s", err, out)
+	}
+	req := line["req"].(map[string]any)
+	if req["export_id"] != "e-1" {
+		t.Errorf("export_id = %v, want kept", req["export_id"])
+	}
+	if req["forename"] != Redacted {
+		t.Errorf("forename = %v, want %s", req["forename"], Redacted)
+	}
+}
+
+func TestNewRejectsUnknownFormat(t *testing.T) {
+	if _, err := New(&bytes.Buffer{}, slog.LevelInfo, "xml"); err == nil {
+		t.Fatal("want error for format xml")
+	}
+}
+
+func TestParseLevel(t *testing.T) {
+	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "": slog.LevelInfo, "WARN": slog.LevelWarn, "error": slog.LevelError} {
+		got, err := ParseLevel(in)
+		if err != nil || got != want {
+			t.Errorf("ParseLevel(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseLevel("loud"); err == nil {
+		t.Error("ParseLevel(loud) want error")
+	}
+}
