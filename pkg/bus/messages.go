@@ -1,0 +1,128 @@
+package bus
+
+import (
+	"fmt"
+	"time"
+)
+
+// The payload of each subject. JSON tags match /schemas/<name>.schema.json
+// exactly; ids are UUID text. A zero time marshals as a valid date-time, so
+// set every time you mean.
+
+// ExportRequest is published on dps.export.request (Nats-Msg-Id: RequestID).
+type ExportRequest struct {
+	RequestID   string    `json:"request_id"`
+	Programme   string    `json:"programme"` // a programme code, or ProgrammeAll
+	RequestedBy string    `json:"requested_by"`
+	RequestedAt time.Time `json:"requested_at"`
+	DryRun      bool      `json:"dry_run,omitempty"`
+}
+
+// ProgrammeAll in an ExportRequest means every programme.
+const ProgrammeAll = "ALL"
+
+// ExportReady is published on dps.export.ready (Nats-Msg-Id: ExportID).
+type ExportReady struct {
+	ExportID   string    `json:"export_id"`
+	Programme  string    `json:"programme"`
+	Filename   string    `json:"filename"`
+	ObjectName string    `json:"object_name"`
+	SizeBytes  int64     `json:"size_bytes"`
+	SHA256     string    `json:"sha256"` // lower-case hex
+	Rows       int64     `json:"rows"`
+	CreatedAt  time.Time `json:"created_at"`
+	RequestID  string    `json:"request_id,omitempty"`
+}
+
+// ExportCreated is published on dps.export.created (Nats-Msg-Id: EventMsgID(EventCreated, ExportID)).
+type ExportCreated struct {
+	EventID   string    `json:"event_id"`
+	ExportID  string    `json:"export_id"`
+	Programme string    `json:"programme"`
+	Filename  string    `json:"filename"`
+	Rows      int64     `json:"rows"`
+	SizeBytes int64     `json:"size_bytes"`
+	SHA256    string    `json:"sha256"`
+	RequestID string    `json:"request_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ExportSent is published on dps.export.sent (Nats-Msg-Id: EventMsgID(EventSent, ExportID)).
+type ExportSent struct {
+	EventID       string    `json:"event_id"`
+	ExportID      string    `json:"export_id"`
+	Programme     string    `json:"programme"`
+	Filename      string    `json:"filename"`
+	MeshMessageID string    `json:"mesh_message_id"`
+	LocalID       string    `json:"local_id"` // <export id>.<attempt>
+	Attempt       int       `json:"attempt"`
+	Adopted       bool      `json:"adopted"` // taken over from an earlier attempt after a crash
+	SentAt        time.Time `json:"sent_at"`
+}
+
+// ExportAcknowledged is published on dps.export.acknowledged (Nats-Msg-Id: EventMsgID(EventAcknowledged, ExportID)).
+type ExportAcknowledged struct {
+	EventID        string    `json:"event_id"`
+	ExportID       string    `json:"export_id"`
+	Programme      string    `json:"programme"`
+	MeshMessageID  string    `json:"mesh_message_id"`
+	AcknowledgedAt time.Time `json:"acknowledged_at"`
+}
+
+// ExportFailed is published on dps.export.failed (Nats-Msg-Id: EventMsgID(EventFailed, ExportID)).
+type ExportFailed struct {
+	EventID       string    `json:"event_id"`
+	ExportID      string    `json:"export_id"`
+	Programme     string    `json:"programme"`
+	Stage         string    `json:"stage"` // producer, sender or tracker
+	Reason        string    `json:"reason"`
+	MeshStatus    int       `json:"mesh_status,omitempty"`
+	MeshErrorCode string    `json:"mesh_error_code,omitempty"`
+	FailedAt      time.Time `json:"failed_at"`
+}
+
+// MailboxValidated is published on mesh.mailbox.validated (Nats-Msg-Id: ValidatedMsgID).
+type MailboxValidated struct {
+	EventID     string    `json:"event_id"`
+	Mailbox     string    `json:"mailbox"`
+	Result      string    `json:"result"` // "ok" or "failed"
+	Error       string    `json:"error,omitempty"`
+	ValidatedAt time.Time `json:"validated_at"`
+}
+
+// DeadLetterMessage is published on dps.deadletter.<stage> by DeadLetter.
+type DeadLetterMessage struct {
+	Stage          string              `json:"stage"`
+	Subject        string              `json:"subject"`
+	Reason         string              `json:"reason"`
+	Payload        string              `json:"payload,omitempty"` // omitted when not valid UTF-8
+	PayloadBase64  string              `json:"payload_base64"`
+	Headers        map[string][]string `json:"headers"`
+	Stream         string              `json:"stream"`
+	StreamSeq      uint64              `json:"stream_seq"`
+	Deliveries     uint64              `json:"deliveries"`
+	DeadLetteredAt time.Time           `json:"dead_lettered_at"`
+}
+
+// Lifecycle event names used in Nats-Msg-Ids.
+const (
+	EventCreated      = "created"
+	EventSent         = "sent"
+	EventAcknowledged = "acknowledged"
+	EventFailed       = "failed"
+)
+
+// EventMsgID is the Nats-Msg-Id of a lifecycle event: "<event>:<export id>",
+// so each transition of an export is stored once.
+func EventMsgID(event, exportID string) string { return event + ":" + exportID }
+
+// ValidatedMsgID is the Nats-Msg-Id of a handshake event:
+// "validated:<mailbox>:<unix minute>".
+func ValidatedMsgID(mailbox string, at time.Time) string {
+	return fmt.Sprintf("validated:%s:%d", mailbox, at.Unix()/60)
+}
+
+// DeadLetterMsgID is the Nats-Msg-Id of a dead letter: "<stage>:<stream>:<seq>".
+func DeadLetterMsgID(stage, stream string, seq uint64) string {
+	return fmt.Sprintf("%s:%s:%d", stage, stream, seq)
+}

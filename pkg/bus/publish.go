@@ -1,0 +1,197 @@
+package bus
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-dps/dps-pipeline/schemas"
+)
+
+// HeaderDeadLetterReason carries the reason on a dead letter.
+const HeaderDeadLetterReason = "Dps-Deadletter-Reason"
+
+// attemptTimeout bounds one publish attempt, so that a request lost while
+// the connection is down is retried rather than awaited forever.
+const attemptTimeout = 5 * time.Second
+
+// Publish marshals v (or takes it as is when it is []byte or
+// json.RawMessage), validates it against the schema of subject, and
+// publishes it with Nats-Msg-Id msgID, waiting for the stream's ack.
+//
+// Transient failures (no responders or timeouts while NATS restarts or a
+// stream leader is elected) are retried with backoff until ctx ends; msgID
+// makes the retries safe. A payload that breaks its schema is refused with
+// an *InvalidMessageError and nothing is published. ack.Duplicate is true
+// when the stream already held msgID within its window: the message is
+// stored once, and that is success.
+func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, v any) (*jetstream.PubAck, error) {
+	data, err := marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: marshal: %w", subject, err)
+	}
+	return publishData(ctx, js, subject, msgID, data, nil)
+}
+
+func marshal(v any) ([]byte, error) {
+	switch b := v.(type) {
+	case []byte:
+		return b, nil
+	case json.RawMessage:
+		return b, nil
+	}
+	return json.Marshal(v)
+}
+
+func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID string, data []byte, header nats.Header) (*jetstream.PubAck, error) {
+	if msgID == "" {
+		return nil, fmt.Errorf("publish %s: empty Nats-Msg-Id", subject)
+	}
+	if err := schemas.Validate(subject, data); err != nil {
+		return nil, fmt.Errorf("publish %s: %w", subject, &InvalidMessageError{Subject: subject, Reason: err.Error(), Err: err})
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0)}
+	if s := streamOf(subject); s != "" {
+		opts = append(opts, jetstream.WithExpectStream(s))
+	}
+	wait := 50 * time.Millisecond
+	for {
+		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+		for k, vs := range header {
+			msg.Header[k] = vs
+		}
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		ack, err := js.PublishMsg(actx, msg, opts...)
+		cancel()
+		if err == nil {
+			return ack, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("publish %s %s: %w (last error: %v)", subject, msgID, ctx.Err(), err)
+		}
+		if !transient(err) {
+			return nil, fmt.Errorf("publish %s %s: %w", subject, msgID, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("publish %s %s: %w (last error: %v)", subject, msgID, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+// transient reports whether a publish error may go away by itself.
+func transient(err error) bool {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, context.DeadlineExceeded), // our per-attempt timeout
+		errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled): // JetStream still starting
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == 503 { // e.g. no stream leader yet
+		return true
+	}
+	return false
+}
+
+// InvalidMessageError is a message that can never be processed: not JSON,
+// not valid against its subject's schema, or on a subject without one. The
+// consumer should dead-letter it (and ack), not retry it.
+type InvalidMessageError struct {
+	Subject string
+	Reason  string // names the failing field(s)
+	Err     error  // from schemas: wraps schemas.ErrMalformed, *schemas.ValidationError or schemas.ErrUnknownSubject
+}
+
+func (e *InvalidMessageError) Error() string {
+	return "invalid message on " + e.Subject + ": " + e.Reason
+}
+func (e *InvalidMessageError) Unwrap() error { return e.Err }
+
+// Decode validates msg against the schema of its subject and unmarshals it
+// into v. Any failure is an *InvalidMessageError.
+func Decode(msg jetstream.Msg, v any) error {
+	subject := msg.Subject()
+	if err := schemas.Validate(subject, msg.Data()); err != nil {
+		return &InvalidMessageError{Subject: subject, Reason: err.Error(), Err: err}
+	}
+	if err := json.Unmarshal(msg.Data(), v); err != nil {
+		// Valid per schema but not for v: a caller decoding into the wrong
+		// type, or a schema looser than the struct.
+		return &InvalidMessageError{Subject: subject, Reason: "decode: " + err.Error(), Err: err}
+	}
+	return nil
+}
+
+// maxReason bounds a dead-letter reason (the schema's maxLength).
+const maxReason = 4096
+
+// DeadLetter publishes msg on dps.deadletter.<stage> with its payload,
+// headers, origin (stream, sequence, deliveries) and reason, deduplicated by
+// "<stage>:<stream>:<stream seq>". It does not ack msg: the caller acks
+// once DeadLetter returns nil, so that a crash in between re-dead-letters
+// the same delivery (absorbed by the Nats-Msg-Id) rather than losing it.
+func DeadLetter(ctx context.Context, js jetstream.JetStream, stage string, msg jetstream.Msg, reason string) error {
+	md, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("dead-letter %s: message metadata: %w", stage, err)
+	}
+	reason = truncate(reason, maxReason)
+	if reason == "" {
+		reason = "unspecified"
+	}
+	data := msg.Data()
+	dl := DeadLetterMessage{
+		Stage:          stage,
+		Subject:        msg.Subject(),
+		Reason:         reason,
+		PayloadBase64:  base64.StdEncoding.EncodeToString(data),
+		Headers:        map[string][]string{},
+		Stream:         md.Stream,
+		StreamSeq:      md.Sequence.Stream,
+		Deliveries:     md.NumDelivered,
+		DeadLetteredAt: time.Now().UTC(),
+	}
+	if utf8.Valid(data) {
+		dl.Payload = string(data)
+	}
+	for k, vs := range msg.Headers() {
+		dl.Headers[k] = append([]string(nil), vs...)
+	}
+	body, err := json.Marshal(dl)
+	if err != nil {
+		return fmt.Errorf("dead-letter %s: marshal: %w", stage, err)
+	}
+	// Header values cannot hold line breaks.
+	h := nats.Header{HeaderDeadLetterReason: []string{strings.NewReplacer("\r", " ", "\n", " ").Replace(reason)}}
+	msgID := DeadLetterMsgID(stage, md.Stream, md.Sequence.Stream)
+	if _, err := publishData(ctx, js, DeadLetterSubject(stage), msgID, body, h); err != nil {
+		return fmt.Errorf("dead-letter %s: %w", msgID, err)
+	}
+	return nil
+}
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

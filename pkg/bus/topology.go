@@ -1,0 +1,252 @@
+// Package bus owns everything JetStream in the pipeline: the subjects,
+// streams, durable consumers and the Object Store bucket (declared once,
+// here, and created or updated idempotently by whichever process starts
+// first), the message structs, validated and deduplicated publishing,
+// decoding, dead-lettering and the export file helpers.
+//
+// It must not know about Postgres, MESH or the DPS file format: callers hand
+// it values and readers. Payload rules live in /schemas, not here.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Subjects.
+const (
+	SubjectExportRequest      = "dps.export.request"
+	SubjectExportReady        = "dps.export.ready"
+	SubjectExportCreated      = "dps.export.created"
+	SubjectExportSent         = "dps.export.sent"
+	SubjectExportAcknowledged = "dps.export.acknowledged"
+	SubjectExportFailed       = "dps.export.failed"
+	SubjectMailboxValidated   = "mesh.mailbox.validated"
+	// SubjectDeadLetterPrefix + stage is a dead-letter subject.
+	SubjectDeadLetterPrefix   = "dps.deadletter."
+	SubjectDeadLetterRequest  = SubjectDeadLetterPrefix + StageRequest
+	SubjectDeadLetterSender   = SubjectDeadLetterPrefix + StageSender
+	SubjectDeadLetterTracker  = SubjectDeadLetterPrefix + StageTracker
+	subjectDeadLetterWildcard = SubjectDeadLetterPrefix + ">"
+)
+
+// Dead-letter stages (the last token of a dead-letter subject).
+const (
+	StageRequest = "request"
+	StageSender  = "sender"
+	StageTracker = "tracker"
+)
+
+// Streams.
+const (
+	StreamRequests   = "DPS_REQUESTS"
+	StreamBatches    = "DPS_BATCHES"
+	StreamEvents     = "DPS_EVENTS"
+	StreamDeadLetter = "DPS_DEADLETTER"
+)
+
+// Durable consumers.
+const (
+	ConsumerProducer = "producer" // on DPS_REQUESTS
+	ConsumerSender   = "sender"   // on DPS_BATCHES, shared by all sender replicas
+	ConsumerTracker  = "tracker"  // on DPS_EVENTS, dps.export.sent only
+)
+
+// BucketExports is the Object Store bucket holding export files.
+const BucketExports = "dps-exports"
+
+// DuplicateWindow is every stream's Nats-Msg-Id deduplication window.
+const DuplicateWindow = 24 * time.Hour
+
+const day = 24 * time.Hour
+
+// Topology holds the settings EnsureTopology applies. Every process must
+// use the same settings, or they will keep "updating" each other's streams.
+type Topology struct {
+	// Replicas of every stream, consumer and the bucket: 1 for a single
+	// server, 3 for a clustered JetStream.
+	Replicas int
+	// SenderAckWait is how long a batch may go unacknowledged (and without
+	// an InProgress heartbeat) before it is redelivered to another sender.
+	SenderAckWait time.Duration
+	// AckWait is the same for the producer and tracker consumers.
+	AckWait time.Duration
+}
+
+// Option adjusts the Topology.
+type Option func(*Topology)
+
+// WithReplicas sets the replica count (clustered NATS).
+func WithReplicas(n int) Option { return func(t *Topology) { t.Replicas = n } }
+
+// WithAckWait sets the ack waits: sender's, then producer's and tracker's.
+// Tests that kill consumers use short waits so redelivery is quick.
+func WithAckWait(sender, others time.Duration) Option {
+	return func(t *Topology) { t.SenderAckWait, t.AckWait = sender, others }
+}
+
+// NewTopology returns the defaults with opts applied: 1 replica, AckWait
+// 5 minutes for the sender (a MESH send can be slow; senders heartbeat with
+// InProgress) and 1 minute for the others.
+func NewTopology(opts ...Option) Topology {
+	t := Topology{Replicas: 1, SenderAckWait: 5 * time.Minute, AckWait: time.Minute}
+	for _, o := range opts {
+		o(&t)
+	}
+	if t.Replicas < 1 {
+		t.Replicas = 1
+	}
+	return t
+}
+
+// Streams returns the stream definitions: the contract's table, in code.
+func (t Topology) Streams() []jetstream.StreamConfig {
+	stream := func(name, desc string, maxAge time.Duration, subjects ...string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    subjects,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      maxAge,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			Duplicates:  DuplicateWindow,
+		}
+	}
+	return []jetstream.StreamConfig{
+		stream(StreamRequests, "DPS export requests; kept for replay", 30*day, SubjectExportRequest),
+		stream(StreamBatches, "DPS export batches ready to send; kept for replay", 30*day, SubjectExportReady),
+		stream(StreamEvents, "DPS export lifecycle events and MESH handshakes", 90*day,
+			SubjectExportCreated, SubjectExportSent, SubjectExportAcknowledged, SubjectExportFailed, SubjectMailboxValidated),
+		stream(StreamDeadLetter, "messages a stage could not process, with the reason", 90*day, subjectDeadLetterWildcard),
+	}
+}
+
+// ConsumerDef is a durable consumer and the stream it reads.
+type ConsumerDef struct {
+	Stream string
+	Config jetstream.ConsumerConfig
+}
+
+// Consumers returns the durable pull consumer definitions.
+//
+// BackOff governs redelivery after an ack timeout (a crashed or stuck
+// worker); the server makes AckWait equal to BackOff[0], so the schedule
+// starts at the ack wait and grows. Handlers that fail on purpose should
+// NakWithDelay: a plain Nak redelivers at once and ignores BackOff.
+func (t Topology) Consumers() []ConsumerDef {
+	schedule := func(base time.Duration, factors ...int) []time.Duration {
+		out := make([]time.Duration, len(factors))
+		for i, f := range factors {
+			out[i] = base * time.Duration(f)
+		}
+		return out
+	}
+	consumer := func(stream, name, desc, filter string, ackWait time.Duration, maxDeliver, maxAckPending int, backoff []time.Duration) ConsumerDef {
+		return ConsumerDef{Stream: stream, Config: jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   desc,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       ackWait,
+			MaxDeliver:    maxDeliver,
+			BackOff:       backoff,
+			FilterSubject: filter,
+			MaxAckPending: maxAckPending,
+			Replicas:      t.Replicas,
+		}}
+	}
+	return []ConsumerDef{
+		consumer(StreamRequests, ConsumerProducer, "producer: export requests", SubjectExportRequest,
+			t.AckWait, 10, 16, schedule(t.AckWait, 1, 2, 5, 10)),
+		consumer(StreamBatches, ConsumerSender, "sender: batches to deliver to MESH, shared by all replicas", SubjectExportReady,
+			t.SenderAckWait, 20, 256, schedule(t.SenderAckWait, 1, 1, 2, 2, 3, 6)),
+		consumer(StreamEvents, ConsumerTracker, "tracker: exports accepted by MESH", SubjectExportSent,
+			t.AckWait, 10, 256, schedule(t.AckWait, 1, 2, 5, 10)),
+	}
+}
+
+// ObjectStore returns the export bucket definition.
+func (t Topology) ObjectStore() jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      BucketExports,
+		Description: "DPS export files, one object per export id",
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+		TTL:         90 * day, // as long as the events that refer to them
+	}
+}
+
+// EnsureTopology creates or updates every stream, durable consumer and the
+// export bucket. It is idempotent and safe when several processes call it at
+// once: a create that loses a race to an identical create is retried as an
+// update.
+func EnsureTopology(ctx context.Context, js jetstream.JetStream, opts ...Option) error {
+	t := NewTopology(opts...)
+	for _, cfg := range t.Streams() {
+		if err := retryInUse(ctx, func() error {
+			_, err := js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		}); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	for _, c := range t.Consumers() {
+		if err := retryInUse(ctx, func() error {
+			_, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config)
+			return err
+		}); err != nil {
+			return fmt.Errorf("ensure consumer %s on %s: %w", c.Config.Durable, c.Stream, err)
+		}
+	}
+	obs := t.ObjectStore()
+	if err := retryInUse(ctx, func() error {
+		_, err := js.CreateOrUpdateObjectStore(ctx, obs)
+		return err
+	}); err != nil {
+		return fmt.Errorf("ensure object store %s: %w", obs.Bucket, err)
+	}
+	return nil
+}
+
+// retryInUse retries f while it fails because a concurrent caller created
+// the same stream between our update attempt and our create.
+func retryInUse(ctx context.Context, f func() error) error {
+	wait := 10 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || attempt >= 10 || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// DeadLetterSubject is the dead-letter subject of a stage.
+func DeadLetterSubject(stage string) string { return SubjectDeadLetterPrefix + stage }
+
+// streamOf returns the stream that captures subject, for WithExpectStream.
+func streamOf(subject string) string {
+	switch subject {
+	case SubjectExportRequest:
+		return StreamRequests
+	case SubjectExportReady:
+		return StreamBatches
+	case SubjectExportCreated, SubjectExportSent, SubjectExportAcknowledged, SubjectExportFailed, SubjectMailboxValidated:
+		return StreamEvents
+	}
+	if len(subject) > len(SubjectDeadLetterPrefix) && subject[:len(SubjectDeadLetterPrefix)] == SubjectDeadLetterPrefix {
+		return StreamDeadLetter
+	}
+	return ""
+}

@@ -1,0 +1,54 @@
+package pgtest_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
+)
+
+func TestNewMigratedDatabaseIsFreshAndDropped(t *testing.T) {
+	var name string
+	t.Run("use", func(t *testing.T) {
+		url, pool := pgtest.NewMigratedDatabase(t)
+		other := pgtest.NewDatabase(t)
+		if url == other {
+			t.Fatalf("two databases share the url %s", url)
+		}
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name = cfg.Database
+		v, err := store.CurrentVersion(t.Context(), pool)
+		if err != nil || v != store.LatestVersion() {
+			t.Fatalf("version = %d, %v; want %d", v, err, store.LatestVersion())
+		}
+		// A connection left open must not stop the drop.
+		conn, err := pgx.Connect(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn
+	})
+
+	adminURL, err := store.WithDatabase(pgtest.ServerURL(), "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(t.Context(), adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	var exists bool
+	if err := admin.QueryRow(t.Context(), "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Errorf("database %s still exists after the subtest's cleanup", name)
+	}
+}
