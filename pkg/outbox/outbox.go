@@ -1,0 +1,219 @@
+// Package outbox makes "change the database, then tell the bus" safe across crashes. A message is written
+// to dps_outbox in the same transaction as the change it announces, and a Relay publishes it afterwards
+// with its Nats-Msg-Id. A crash before commit leaves neither; a crash after commit leaves the row, which
+// the next relay publishes; a crash between the stream's ack and marking the row re-publishes a message
+// the stream's duplicate window discards. It does not decide what to publish, only that it is published.
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/schemas"
+)
+
+// notifyChannel wakes relays as soon as a message is committed, so that events leave within
+// milliseconds rather than at the next poll.
+const notifyChannel = "dps_outbox"
+
+// Enqueue validates v against the schema of subject and stores it for publication when tx commits.
+func Enqueue(ctx context.Context, tx pgx.Tx, subject, msgID string, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("outbox %s: encode: %w", subject, err)
+	}
+	if err := schemas.Validate(subject, payload); err != nil {
+		return fmt.Errorf("outbox %s: %w", subject, err)
+	}
+	if _, err := tx.Exec(ctx,
+		`INSERT INTO dps_outbox (subject, msg_id, payload) VALUES ($1, $2, $3)`,
+		subject, msgID, payload); err != nil {
+		return fmt.Errorf("outbox %s: insert: %w", subject, err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
+		return fmt.Errorf("outbox %s: notify: %w", subject, err)
+	}
+	return nil
+}
+
+// Relay publishes committed outbox rows. Several relays (one per process replica) may run at once: each
+// takes rows with FOR UPDATE SKIP LOCKED.
+type Relay struct {
+	pool       *pgxpool.Pool
+	js         jetstream.JetStream
+	log        *slog.Logger
+	batch      int
+	interval   time.Duration
+	publishTTL time.Duration
+	published  func(subject string)
+}
+
+// Option adjusts a Relay.
+type Option func(*Relay)
+
+// WithInterval sets how often the relay looks for rows when no notification arrives.
+func WithInterval(d time.Duration) Option { return func(r *Relay) { r.interval = d } }
+
+// OnPublished is called after each message the stream acknowledged, for metrics.
+func OnPublished(f func(subject string)) Option { return func(r *Relay) { r.published = f } }
+
+// NewRelay builds a relay.
+func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger, opts ...Option) *Relay {
+	r := &Relay{pool: pool, js: js, log: log, batch: 100, interval: time.Second, publishTTL: 10 * time.Second,
+		published: func(string) {}}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Run publishes until ctx ends. Publication errors (NATS down) are logged and retried; they never stop
+// the relay, because the rows are safe in Postgres meanwhile.
+func (r *Relay) Run(ctx context.Context) error {
+	listener, err := r.listen(ctx)
+	if err != nil {
+		r.log.Warn("outbox relay polls without notifications", slog.Any("error", err))
+	}
+	defer func() {
+		if listener != nil {
+			listener.Release()
+		}
+	}()
+	backoff := r.interval
+	for {
+		if _, err := r.Flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.log.Warn("outbox relay could not publish; will retry", slog.Any("error", err), slog.Duration("retry_in", backoff))
+			backoff = min(backoff*2, 30*time.Second)
+		} else {
+			backoff = r.interval
+		}
+		if err := r.wait(ctx, listener, backoff); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// The listening connection broke (Postgres restart): poll, and try to listen again.
+			listener.Release()
+			listener, _ = r.listen(ctx)
+		}
+	}
+}
+
+func (r *Relay) listen(ctx context.Context) (*pgxpool.Conn, error) {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		conn.Release()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (r *Relay) wait(ctx context.Context, listener *pgxpool.Conn, d time.Duration) error {
+	if listener == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+		return nil
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	_, err := listener.Conn().WaitForNotification(waitCtx)
+	if err != nil && waitCtx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Flush publishes every row pending now and returns how many it published.
+func (r *Relay) Flush(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := r.flushBatch(ctx)
+		total += n
+		if err != nil || n < r.batch {
+			return total, err
+		}
+	}
+}
+
+type outboxRow struct {
+	id      int64
+	subject string
+	msgID   string
+	payload []byte
+}
+
+func (r *Relay) flushBatch(ctx context.Context) (int, error) {
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after commit this is a no-op
+
+	rows, err := tx.Query(ctx, `
+		SELECT id, subject, msg_id, payload::text FROM dps_outbox
+		WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: select: %w", err)
+	}
+	pending, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
+		var o outboxRow
+		var payload string
+		err := row.Scan(&o.id, &o.subject, &o.msgID, &payload)
+		o.payload = []byte(payload)
+		return o, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("outbox: select: %w", err)
+	}
+
+	published := 0
+	var publishErr error
+	for _, o := range pending {
+		pubCtx, cancel := context.WithTimeout(ctx, r.publishTTL)
+		_, err := bus.Publish(pubCtx, r.js, o.subject, o.msgID, json.RawMessage(o.payload))
+		cancel()
+		if err != nil {
+			publishErr = fmt.Errorf("outbox: publish %s %s: %w", o.subject, o.msgID, err)
+			if _, uerr := tx.Exec(ctx, `UPDATE dps_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1`,
+				o.id, err.Error()); uerr != nil {
+				publishErr = errors.Join(publishErr, uerr)
+			}
+			break
+		}
+		if _, err := tx.Exec(ctx, `UPDATE dps_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = $1`, o.id); err != nil {
+			return published, fmt.Errorf("outbox: mark published: %w", err)
+		}
+		published++
+		r.published(o.subject)
+	}
+	// Commit what was published even when a later message failed, so it is not published twice.
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("outbox: commit: %w", err)
+	}
+	if publishErr != nil {
+		return published, publishErr
+	}
+	return len(pending), nil
+}
+
+// Pending counts rows not yet published, for health and metrics.
+func Pending(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM dps_outbox WHERE published_at IS NULL`).Scan(&n)
+	return n, err
+}

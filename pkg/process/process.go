@@ -1,0 +1,205 @@
+// Package process holds the start-up and shut-down every main package shares: signals, the logger,
+// connections to Postgres and NATS with the schema and topology in place, the MESH client, exit codes
+// and test failpoints. It holds no business logic.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/health"
+	"github.com/nhs-dps/dps-pipeline/pkg/logging"
+	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
+)
+
+// Exit codes shared by every command.
+const (
+	ExitOK        = 0
+	ExitFailure   = 1
+	ExitUsage     = 2
+	ExitFailpoint = 86
+)
+
+// UsageError is a command-line mistake; it exits 2.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef builds a UsageError.
+func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
+
+// SignalContext is cancelled on SIGINT or SIGTERM, which starts a graceful drain.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
+func NewLogger(cfg config.Shared, w io.Writer) (*slog.Logger, error) {
+	level, err := logging.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, &config.Error{Var: "LOG_LEVEL", Problem: err.Error()}
+	}
+	return logging.New(w, level, cfg.LogFormat)
+}
+
+// ExitCode maps an error from run to the process's exit status.
+func ExitCode(err error) int {
+	var ce *config.Error
+	var ue *UsageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ce), errors.As(err, &ue):
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+// Fatal prints err as one line on w (scrubbed of secrets) and returns its exit code.
+func Fatal(w io.Writer, name string, err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ce *config.Error
+	prefix := name + ": "
+	if errors.As(err, &ce) {
+		prefix += "configuration: "
+	}
+	fmt.Fprintln(w, prefix+logging.ScrubString(strings.ReplaceAll(err.Error(), "\n", " ")))
+	return ExitCode(err)
+}
+
+// Deps are the connections a service holds for its whole life.
+type Deps struct {
+	NC   *nats.Conn
+	JS   jetstream.JetStream
+	Pool *pgxpool.Pool
+}
+
+// Open makes sure the database exists and is migrated, connects to it and to NATS, and creates or
+// updates the streams, consumers and bucket. Any process may be the first to start.
+func Open(ctx context.Context, log *slog.Logger, cfg config.Shared, name string) (*Deps, error) {
+	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	pool, err := store.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := bus.Connect(ctx, cfg.NATSURL, cfg.NATSCreds, name)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	if err := bus.EnsureTopology(ctx, js, bus.WithReplicas(cfg.StreamReplicas)); err != nil {
+		nc.Close()
+		pool.Close()
+		return nil, fmt.Errorf("nats topology: %w", err)
+	}
+	log.Info("connected", slog.String("nats", nc.ConnectedUrlRedacted()), slog.Int("stream_replicas", cfg.StreamReplicas))
+	return &Deps{NC: nc, JS: js, Pool: pool}, nil
+}
+
+// Close drains NATS (finishing in-flight acks) and closes the pool.
+func (d *Deps) Close() {
+	if d.NC != nil {
+		_ = d.NC.Drain()
+	}
+	if d.Pool != nil {
+		d.Pool.Close()
+	}
+}
+
+// Checks are the health probes for NATS and Postgres.
+func (d *Deps) Checks() []health.Check {
+	return []health.Check{
+		{Name: "nats", Probe: func(ctx context.Context) error {
+			if !d.NC.IsConnected() {
+				return fmt.Errorf("not connected (%s)", d.NC.Status())
+			}
+			_, err := d.JS.AccountInfo(ctx)
+			return err
+		}},
+		{Name: "postgres", Probe: func(ctx context.Context) error { return d.Pool.Ping(ctx) }},
+	}
+}
+
+// NewMESHClient builds the MESH client from the MESH_* settings. Certificate, key and CA bundle may be
+// given as PEM text or as a path to a PEM file.
+func NewMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
+	certPEM, err := pemOrFile("MESH_CERTIFICATE", cfg.Certificate)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := pemOrFile("MESH_PRIVATE_KEY", cfg.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := pemOrFile("MESH_CA_BUNDLE", cfg.CABundle)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig, err := mesh.TLSConfig(mesh.TLSOptions{
+		CertificatePEM:       certPEM,
+		PrivateKeyPEM:        keyPEM,
+		PrivateKeyPassphrase: cfg.PrivateKeyPassphrase,
+		CABundlePEM:          caPEM,
+		InsecureSkipVerify:   cfg.DisableSSLVerification,
+	})
+	if err != nil {
+		return nil, &config.Error{Var: "MESH_CERTIFICATE", Problem: err.Error()}
+	}
+	if cfg.DisableSSLVerification {
+		log.Warn("MESH TLS server verification is OFF (MESH_DISABLE_SSL_VERIFICATION=true): use only against a local sandbox")
+	}
+	return mesh.New(mesh.Config{
+		BaseURL:     cfg.BaseURL,
+		Mailbox:     cfg.Mailbox,
+		Password:    cfg.Password,
+		SharedKey:   cfg.SharedKey,
+		TLS:         tlsConfig,
+		ChunkSize:   cfg.ChunkSize,
+		RetryBudget: cfg.RetryBudget,
+		Logger:      log,
+	})
+}
+
+func pemOrFile(name, v string) ([]byte, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil, nil
+	}
+	if strings.HasPrefix(v, "-----BEGIN") {
+		return []byte(v), nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return nil, &config.Error{Var: name, Problem: "is neither PEM text nor a readable file"}
+	}
+	return b, nil
+}
+
+// Failpoint ends the process at once, as a crash would, when DPS_FAILPOINT names this point. Tests with
+// real processes use it to stop between two steps whose order matters; it is inert otherwise.
+func Failpoint(name string) {
+	if os.Getenv("DPS_FAILPOINT") == name {
+		fmt.Fprintf(os.Stderr, "failpoint %s: exiting\n", name)
+		os.Exit(ExitFailpoint)
+	}
+}
