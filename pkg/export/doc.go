@@ -1,0 +1,42 @@
+// Package export is the producer's engine: it turns an export request into at most one DPS file per
+// programme, records which exact record versions the file carries, stores the file in the Object Store
+// and enqueues dps.export.ready and dps.export.created through the transactional outbox. It also owns
+// Release (a failed export's records become candidates again), the orphan-object sweep, the consumer of
+// dps.export.request, the nightly schedule that publishes requests, and the replay of requests.
+//
+// It must not publish an export's messages itself (the outbox relay does, after commit), must not hold
+// a file in memory (rows stream from Postgres through dps.Writer into the Object Store), and must not
+// send anything to MESH.
+//
+// # Why a crash cannot double or lose an export
+//
+// Everything that makes an export happens in one Postgres transaction per programme, holding
+// pg_advisory_xact_lock(DPS, programme id) from its first statement to commit:
+//
+//  1. the request row is inserted (ON CONFLICT DO NOTHING) and, if an export for (request, programme)
+//     already exists, it is returned unchanged: a redelivered request, a replay, or two producers given
+//     the same request make one export (the second waits for the lock, then sees the first's commit,
+//     because under READ COMMITTED every statement after the lock takes a fresh snapshot; the unique
+//     index on (request_id, programme_id) backs this up);
+//  2. the programme's candidates are locked (FOR UPDATE SKIP LOCKED, so the export never waits for a
+//     writer and cannot deadlock with one), then one statement decides each of them, links the ones to
+//     send to the new export with their exact updated_at and action, and deletes them; two exports of
+//     one programme never overlap because they are serialised by the lock and the second no longer
+//     sees the candidates the first took;
+//  3. the file is streamed from the links into the bucket under the export id, the export row gets the
+//     object name, size, SHA-256 and row count, and the ready and created messages go into dps_outbox;
+//  4. commit.
+//
+// A crash (or any error) before commit rolls everything back: no export row, no links, the candidates
+// are still queued, nothing in the outbox. At most an object was stored under an id no export row will
+// ever name; SweepOrphans deletes such objects once they are an hour old (no transaction holds an
+// export that long after its upload). A crash after commit leaves the outbox rows, which the relay of
+// any producer publishes; a crash between the stream's ack and the relay marking its row re-publishes
+// with the same Nats-Msg-Id (the export id), which the stream's 24 h duplicate window drops. So every
+// committed export ends with exactly one dps.export.ready, and no record version is in two live exports.
+//
+// The file carries exactly the versions linked: a writer changing a record this export holds blocks in
+// the queue trigger (on the candidate row the export deleted) until the export commits, so its change
+// cannot become visible to the file query; it then re-queues the record for the next export. The cost
+// is that such a writer waits for the export transaction (seconds for a nightly file).
+package export

@@ -1,0 +1,98 @@
+package export
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
+)
+
+// TestEligibility walks one record through the contract's rules: each step changes the record (or
+// fails its last export) and says which action, if any, the next export carries it with.
+func TestEligibility(t *testing.T) {
+	e := newEnv(t)
+	id, _ := e.addRecord(demodata.RecordSpec{Programme: "FLU"})
+	ctx := t.Context()
+	tick := time.Date(2024, 10, 1, 9, 0, 0, 0, london)
+	touch := func(set string) func() {
+		return func() {
+			tick = tick.Add(time.Hour)
+			e.exec(`UPDATE vaccination_records SET `+set+`, updated_at = $2 WHERE id = $1`, id, tick)
+		}
+	}
+	var lastExport string
+	steps := []struct {
+		name   string
+		change func()
+		want   string // action in the next export, "" for no export
+	}{
+		{"first time administered", func() {}, "new"},
+		{"nothing changed", func() {}, ""},
+		{"re-queued without a change", func() { e.exec(`UPDATE vaccination_records SET updated_at = updated_at WHERE id = $1`, id) }, ""},
+		{"changed", touch("dose_sequence = 2"), "update"},
+		{"made a draft", touch("draft = true"), "delete"},
+		{"still a draft, changed", touch("dose_sequence = 1"), ""},
+		{"recorded again", touch("draft = false"), "new"},
+		{"outcome corrected to refused", touch("outcome = 'refused'"), "delete"},
+		{"administered again", touch("outcome = 'administered'"), "new"},
+		{"changed, and that export fails", touch("dose_sequence = 3"), "update"},
+		{"after the failure is released", func() { failAndRelease(t, e, lastExport) }, "update"},
+		{"discarded", touch("discarded_at = now()"), "delete"},
+		{"discarded and changed", touch("dose_sequence = 4"), ""},
+	}
+	for _, s := range steps {
+		s.change()
+		res := e.exportOne(request("FLU"))
+		var got string
+		if res.Status == Created {
+			if res.Rows != 1 {
+				t.Fatalf("%s: %d rows, want 1", s.name, res.Rows)
+			}
+			if err := e.pool.QueryRow(ctx, `SELECT action FROM dps_export_records WHERE export_id = $1`, res.ExportID).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			e.file(res.ExportID)
+			lastExport = res.ExportID
+		}
+		if got != s.want {
+			t.Fatalf("%s: exported with %q, want %q (result %+v)", s.name, got, s.want, res)
+		}
+	}
+}
+
+func failAndRelease(t *testing.T, e *env, exportID string) {
+	t.Helper()
+	ctx := t.Context()
+	err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		if err := Release(ctx, tx, exportID); err == nil {
+			t.Errorf("Release of a live export succeeded")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE dps_exports SET status = 'failed', failed_at = now() WHERE id = $1`, exportID); err != nil {
+			return err
+		}
+		return Release(ctx, tx, exportID)
+	})
+	if err != nil {
+		t.Fatalf("release: %v", err)
+	}
+}
+
+// TestReleaseUnknownExport: releasing an export that does not exist is an error, not a silent no-op.
+func TestReleaseUnknownExport(t *testing.T) {
+	e := newEnv(t)
+	err := pgx.BeginFunc(t.Context(), e.pool, func(tx pgx.Tx) error {
+		return Release(context.Background(), tx, "00000000-0000-4000-8000-000000000000")
+	})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+}

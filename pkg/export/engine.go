@@ -1,0 +1,444 @@
+package export
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/dps"
+)
+
+// AllProgrammes in a request means every programme in the programmes table.
+const AllProgrammes = "ALL"
+
+// Request is one export request, as carried on dps.export.request.
+type Request struct {
+	ID          string
+	Programme   string // a programme code, or AllProgrammes
+	RequestedBy string
+	RequestedAt time.Time
+	DryRun      bool
+}
+
+// Status says what an export run did for one programme.
+type Status string
+
+const (
+	// Created: a new export was committed; its messages are in the outbox.
+	Created Status = "created"
+	// Existing: this request had already made an export for the programme; it is returned unchanged.
+	Existing Status = "existing"
+	// NothingToSend: no candidate needed sending; no file, no export.
+	NothingToSend Status = "nothing_to_send"
+	// DryRun: the export was built and rolled back; nothing was stored or published.
+	DryRun Status = "dry_run"
+)
+
+// Result is what an export run did for one programme. The JSON form is the summary the export command
+// prints.
+type Result struct {
+	Status    Status `json:"status"`
+	ExportID  string `json:"export_id,omitempty"`
+	Programme string `json:"programme"`
+	Filename  string `json:"filename,omitempty"`
+	Rows      int    `json:"rows"`
+	SizeBytes int64  `json:"size_bytes"`
+	SHA256    string `json:"sha256,omitempty"`
+	RequestID string `json:"request_id"`
+	// Actions counts rows per ACTION_FLAG (new, update, delete).
+	Actions map[string]int `json:"actions,omitempty"`
+	// Refused counts records the DPS writer refused (invalid data); they stay queued and are logged by
+	// UUID.
+	Refused int `json:"refused,omitempty"`
+}
+
+// UnknownProgrammeError is returned when a request names a programme the database does not know. It is
+// the requester's mistake, not an outage: the request consumer dead-letters it.
+type UnknownProgrammeError struct{ Programme string }
+
+func (e *UnknownProgrammeError) Error() string {
+	return fmt.Sprintf("unknown programme %q", e.Programme)
+}
+
+// Config configures an Exporter.
+type Config struct {
+	// UniqueIDURI is the DPS UNIQUE_ID_URI; dps.DefaultUniqueIDURI when empty.
+	UniqueIDURI string
+	Logger      *slog.Logger
+	// Metrics may be nil.
+	Metrics *Metrics
+}
+
+// Exporter runs exports. It is safe for concurrent use, and any number of Exporters (in one process or
+// many) may run against one database.
+type Exporter struct {
+	pool        *pgxpool.Pool
+	objects     jetstream.ObjectStore
+	log         *slog.Logger
+	metrics     *Metrics
+	uniqueIDURI string
+}
+
+// New returns an Exporter storing files in objects (the "dps-exports" bucket). objects may be nil only
+// for an Exporter that runs dry runs alone.
+func New(pool *pgxpool.Pool, objects jetstream.ObjectStore, cfg Config) *Exporter {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Exporter{pool: pool, objects: objects, log: log, metrics: cfg.Metrics, uniqueIDURI: cfg.UniqueIDURI}
+}
+
+// Option adjusts one Export call.
+type Option func(*runOptions)
+
+type runOptions struct {
+	copyTo func(r Result) (io.WriteCloser, error)
+}
+
+// WithCopy also writes each file to the writer open returns (the export command's --out). open is
+// called once per file about to be built, with the export id, programme and filename set; the file is
+// closed when the file is complete. A copy of an export that is then rolled back stays on disk.
+func WithCopy(open func(r Result) (io.WriteCloser, error)) Option {
+	return func(o *runOptions) { o.copyTo = open }
+}
+
+type programme struct {
+	id   int64
+	code string
+}
+
+// Export runs req: one transaction per programme (all programmes, in code order, for ALL). It returns
+// one Result per programme done before the first error. An *UnknownProgrammeError means nothing was
+// done; other errors are outages or bugs, and retrying the same request is safe.
+func (e *Exporter) Export(ctx context.Context, req Request, opts ...Option) ([]Result, error) {
+	var o runOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if req.ID == "" {
+		return nil, errors.New("export: request has no id")
+	}
+	if !req.DryRun && e.objects == nil {
+		return nil, errors.New("export: no object store configured")
+	}
+	progs, err := e.programmes(ctx, req.Programme)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]Result, 0, len(progs))
+	for _, p := range progs {
+		start := time.Now()
+		res, err := e.exportProgramme(ctx, req, p, o)
+		e.metrics.observe(res, err, time.Since(start))
+		if err != nil {
+			return results, fmt.Errorf("export %s for request %s: %w", p.code, req.ID, err)
+		}
+		e.log.Info("export run",
+			slog.String("request_id", req.ID), slog.String("programme", p.code), slog.String("status", string(res.Status)),
+			slog.String("export_id", res.ExportID), slog.Int("rows", res.Rows), slog.Int("refused", res.Refused),
+			slog.Duration("took", time.Since(start)))
+		results = append(results, res)
+	}
+	return results, nil
+}
+
+// programmes resolves a request's programme to the rows it names.
+func (e *Exporter) programmes(ctx context.Context, code string) ([]programme, error) {
+	var rows pgx.Rows
+	var err error
+	if code == AllProgrammes {
+		rows, err = e.pool.Query(ctx, sqlProgrammes)
+	} else {
+		rows, err = e.pool.Query(ctx, sqlProgrammeByCode, code)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("export: read programmes: %w", err)
+	}
+	progs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (programme, error) {
+		var p programme
+		return p, row.Scan(&p.id, &p.code)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("export: read programmes: %w", err)
+	}
+	if len(progs) == 0 && code != AllProgrammes {
+		return nil, &UnknownProgrammeError{Programme: code}
+	}
+	return progs, nil
+}
+
+// exportProgramme is the transaction described in the package documentation.
+func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme, o runOptions) (Result, error) {
+	res := Result{Programme: p.code, RequestID: req.ID}
+	tx, err := e.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return res, fmt.Errorf("begin: %w", err)
+	}
+	// Until commit is attempted, any return rolls back, and an object already stored is an orphan to
+	// delete. After a failed commit the outcome is unknown, so the object is left to the sweep.
+	var storedObject string
+	committing := false
+	defer func() {
+		if committing {
+			return
+		}
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		if storedObject != "" {
+			e.deleteObject(ctx, storedObject)
+		}
+	}()
+
+	if _, err := tx.Exec(ctx, sqlLockProgramme, lockClass, p.id); err != nil {
+		return res, fmt.Errorf("lock programme: %w", err)
+	}
+	if _, err := tx.Exec(ctx, sqlInsertRequest, req.ID, req.Programme, req.RequestedBy, req.RequestedAt, req.DryRun); err != nil {
+		return res, fmt.Errorf("record request: %w", err)
+	}
+	var status string
+	err = tx.QueryRow(ctx, sqlExistingExport, req.ID, p.id).
+		Scan(&res.ExportID, &res.Filename, &res.Rows, &res.SizeBytes, &res.SHA256, &status)
+	switch {
+	case err == nil:
+		res.Status = Existing
+		if req.DryRun {
+			return res, nil
+		}
+		committing = true
+		if err := tx.Commit(ctx); err != nil {
+			return res, fmt.Errorf("commit: %w", err)
+		}
+		return res, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return res, fmt.Errorf("look for an existing export: %w", err)
+	}
+
+	var now time.Time
+	if err := tx.QueryRow(ctx, sqlNow).Scan(&now); err != nil {
+		return res, fmt.Errorf("read clock: %w", err)
+	}
+	id := uuid.New()
+	res.ExportID = id.String()
+	res.Filename = dps.FileName(p.code, now)
+	if _, err := tx.Exec(ctx, sqlInsertExport, id, p.id, req.ID, res.Filename, now); err != nil {
+		return res, fmt.Errorf("insert export: %w", err)
+	}
+	if _, err := tx.Exec(ctx, sqlLockCandidates, p.id); err != nil {
+		return res, fmt.Errorf("lock candidates: %w", err)
+	}
+	if _, err := tx.Exec(ctx, sqlAnalyzeCandidates); err != nil {
+		return res, fmt.Errorf("analyze candidates: %w", err)
+	}
+	var decided, taken, nNew, nUpdate, nDelete int
+	if err := tx.QueryRow(ctx, sqlTakeCandidates, id).Scan(&decided, &taken, &nNew, &nUpdate, &nDelete); err != nil {
+		return res, fmt.Errorf("take candidates: %w", err)
+	}
+	linked := nNew + nUpdate + nDelete
+	e.log.Debug("candidates decided", slog.String("programme", p.code), slog.Int("candidates", decided),
+		slog.Int("taken", taken), slog.Int("linked", linked))
+	if linked == 0 {
+		return e.finishEmpty(ctx, tx, req, res, &committing)
+	}
+
+	copyTo, err := openCopy(o, res)
+	if err != nil {
+		return res, err
+	}
+	var built fileStats
+	if req.DryRun {
+		built, err = e.buildFile(ctx, tx, res.ExportID, copyTo)
+	} else {
+		built, err = e.storeFile(ctx, tx, res, copyTo)
+		if built.objectStored {
+			storedObject = res.ExportID
+		}
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Rows, res.SizeBytes, res.SHA256, res.Refused = built.rows, built.size, built.sha256, len(built.refused)
+	if len(built.refused) > 0 {
+		if _, err := tx.Exec(ctx, sqlUnlinkRefused, id, built.refused); err != nil {
+			return res, fmt.Errorf("unlink refused records: %w", err)
+		}
+	}
+	if built.rows == 0 {
+		// Every record was refused: the whole run is rolled back so they all stay queued.
+		res.ExportID, res.Filename, res.SizeBytes, res.SHA256 = "", "", 0, ""
+		res.Status = NothingToSend
+		return res, nil
+	}
+	res.Actions = built.actions
+	if req.DryRun {
+		res.Status = DryRun
+		return res, nil
+	}
+	if _, err := tx.Exec(ctx, sqlFinishExport, id, res.ExportID, res.SizeBytes, res.SHA256, res.Rows); err != nil {
+		return res, fmt.Errorf("finish export: %w", err)
+	}
+	if err := enqueueMessages(ctx, tx, res, now); err != nil {
+		return res, err
+	}
+	committing = true
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("commit export %s: %w", res.ExportID, err)
+	}
+	res.Status = Created
+	return res, nil
+}
+
+// finishEmpty ends a run that linked nothing: the export row goes, the candidates it decided stay
+// removed (they needed nothing), and no file is made.
+func (e *Exporter) finishEmpty(ctx context.Context, tx pgx.Tx, req Request, res Result, committing *bool) (Result, error) {
+	if _, err := tx.Exec(ctx, sqlDeleteExport, res.ExportID); err != nil {
+		return res, fmt.Errorf("drop empty export: %w", err)
+	}
+	res.ExportID, res.Filename = "", ""
+	res.Status = NothingToSend
+	if req.DryRun {
+		return res, nil
+	}
+	*committing = true
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("commit: %w", err)
+	}
+	return res, nil
+}
+
+func openCopy(o runOptions, res Result) (io.WriteCloser, error) {
+	if o.copyTo == nil {
+		return nil, nil
+	}
+	w, err := o.copyTo(res)
+	if err != nil {
+		return nil, fmt.Errorf("open copy of %s: %w", res.Filename, err)
+	}
+	return w, nil
+}
+
+// fileStats describes a built file.
+type fileStats struct {
+	rows         int
+	size         int64
+	sha256       string
+	actions      map[string]int
+	refused      []int64 // record ids the writer refused
+	objectStored bool
+}
+
+// digestWriter hashes and counts what passes through it.
+type digestWriter struct {
+	h hash.Hash
+	n int64
+}
+
+func newDigestWriter() *digestWriter { return &digestWriter{h: sha256.New()} }
+
+func (d *digestWriter) Write(p []byte) (int, error) {
+	d.h.Write(p) // hash.Hash never returns an error
+	d.n += int64(len(p))
+	return len(p), nil
+}
+
+func (d *digestWriter) sum() []byte { return d.h.Sum(nil) }
+
+// buildFile writes the export's file to its digest (and the copy, if any) without storing it.
+func (e *Exporter) buildFile(ctx context.Context, tx pgx.Tx, exportID string, copyTo io.WriteCloser) (fileStats, error) {
+	d := newDigestWriter()
+	var w io.Writer = d
+	if copyTo != nil {
+		w = io.MultiWriter(d, copyTo)
+	}
+	st, err := e.writeFile(ctx, tx, exportID, w)
+	if copyTo != nil {
+		if cerr := copyTo.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close copy: %w", cerr)
+		}
+	}
+	if err != nil {
+		return st, err
+	}
+	st.size, st.sha256 = d.n, hex.EncodeToString(d.sum())
+	return st, nil
+}
+
+// storeFile streams the export's file into the Object Store under the export id: the rows go through
+// dps.Writer, a digest and an io.Pipe to the store's Put, which uploads chunk by chunk, so memory stays
+// flat whatever the file's size.
+func (e *Exporter) storeFile(ctx context.Context, tx pgx.Tx, res Result, copyTo io.WriteCloser) (fileStats, error) {
+	pr, pw := io.Pipe()
+	type putResult struct {
+		info *jetstream.ObjectInfo
+		err  error
+	}
+	done := make(chan putResult, 1)
+	go func() {
+		info, err := bus.PutExport(ctx, e.objects, res.ExportID, pr,
+			bus.ExportMeta{ExportID: res.ExportID, Programme: res.Programme, Filename: res.Filename})
+		// Unblocks the writer if Put stopped reading early.
+		pr.CloseWithError(putStopped(err))
+		done <- putResult{info, err}
+	}()
+
+	d := newDigestWriter()
+	writers := []io.Writer{d, pw}
+	if copyTo != nil {
+		writers = append(writers, copyTo)
+	}
+	st, err := e.writeFile(ctx, tx, res.ExportID, io.MultiWriter(writers...))
+	if copyTo != nil {
+		if cerr := copyTo.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close copy: %w", cerr)
+		}
+	}
+	if err != nil {
+		pw.CloseWithError(err)
+	} else {
+		pw.Close()
+	}
+	put := <-done
+	// Put may have stored the object even when it then reported an error (a lost ack): the caller
+	// deletes it on any failure before commit.
+	st.objectStored = true
+	if err != nil {
+		return st, err
+	}
+	if put.err != nil {
+		return st, fmt.Errorf("store file %s: %w", res.ExportID, put.err)
+	}
+	st.size, st.sha256 = d.n, hex.EncodeToString(d.sum())
+	if put.info.Size != uint64(d.n) || put.info.Digest != "SHA-256="+base64.URLEncoding.EncodeToString(d.sum()) {
+		return st, fmt.Errorf("store file %s: the stored object (%d bytes, %s) differs from the file built (%d bytes)",
+			res.ExportID, put.info.Size, put.info.Digest, d.n)
+	}
+	return st, nil
+}
+
+func putStopped(err error) error {
+	if err == nil {
+		return io.ErrClosedPipe
+	}
+	return fmt.Errorf("object store put: %w", err)
+}
+
+func (e *Exporter) deleteObject(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := e.objects.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		e.log.Warn("could not delete the object of a rolled-back export; the orphan sweep will",
+			slog.String("object", name), slog.Any("error", err))
+	}
+}

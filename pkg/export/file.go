@@ -1,0 +1,78 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/dps"
+)
+
+// maxRefusalLogs bounds the WARN lines for refused records in one file; the count is always reported.
+const maxRefusalLogs = 20
+
+// writeFile streams the rows of an export, in file order, through a dps.Writer into w. pgx reads the
+// result set from the socket as rows are consumed, so memory holds one row at a time plus buffers.
+// Records the writer refuses are left out of the file and returned by id; their refusal is logged by
+// UUID, field and reason only (never patient details).
+func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w io.Writer) (fileStats, error) {
+	st := fileStats{actions: map[string]int{}}
+	dw := dps.NewWriter(w, dps.Options{UniqueIDURI: e.uniqueIDURI})
+	rows, err := q.Query(ctx, sqlExportRows, exportID)
+	if err != nil {
+		return st, fmt.Errorf("read rows of export %s: %w", exportID, err)
+	}
+	defer rows.Close()
+
+	var (
+		id          int64
+		rec         dps.Record
+		gender      int16
+		doseSeq     int32
+		batchExpiry pgtype.Date
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &rec.NHSNumber, &rec.Forename, &rec.Surname, &rec.DateOfBirth, &gender,
+			&rec.Postcode, &rec.PerformedAt, &rec.SiteODSCode, &rec.UUID, &rec.Action,
+			&rec.VaccinatorFullName, &rec.CreatedAt,
+			&rec.ProcedureCode, &rec.ProcedureTerm, &doseSeq,
+			&rec.ProductCode, &rec.ProductTerm, &rec.Manufacturer,
+			&rec.BatchName, &batchExpiry,
+			&rec.DeliverySite, &rec.DeliveryMethod, &rec.DoseAmount,
+			&rec.SchoolURN, &rec.LocationODSCode); err != nil {
+			return st, fmt.Errorf("read rows of export %s: %w", exportID, err)
+		}
+		rec.GenderCode, rec.DoseSequence = int(gender), int(doseSeq)
+		rec.BatchExpiry = batchExpiry.Time // zero when NULL: written as ""
+		if err := dw.Write(rec); err != nil {
+			var re *dps.RecordError
+			if !errors.As(err, &re) {
+				return st, fmt.Errorf("write file of export %s: %w", exportID, err)
+			}
+			if len(st.refused) < maxRefusalLogs {
+				e.log.Warn("record left out of the DPS file: DPS would reject it",
+					slog.String("export_id", exportID), slog.String("record_uuid", re.UUID),
+					slog.String("field", re.Field), slog.String("reason", re.Reason))
+			}
+			st.refused = append(st.refused, id)
+			continue
+		}
+		st.actions[rec.Action]++
+	}
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("read rows of export %s: %w", exportID, err)
+	}
+	if err := dw.Close(); err != nil {
+		return st, fmt.Errorf("write file of export %s: %w", exportID, err)
+	}
+	st.rows = dw.Rows()
+	if n := len(st.refused); n > 0 {
+		e.log.Warn("records left out of the DPS file", slog.String("export_id", exportID), slog.Int("refused", n))
+	}
+	return st, nil
+}

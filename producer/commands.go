@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/process"
+	"github.com/nhs-dps/dps-pipeline/pkg/replay"
+)
+
+// errHelp means -h was given: usage was printed, exit 0.
+var errHelp = errors.New("help")
+
+// command is a parsed command line.
+type command struct {
+	name string
+
+	// seed
+	records int
+	seed    int64
+
+	// export, request
+	programme   string
+	dryRun      bool
+	out         string
+	requestedBy string
+	requestID   string
+
+	// replay
+	replay      *replay.Options
+	replayRange replay.Range
+}
+
+var programmeCode = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+func parseCommand(args []string, stderr io.Writer) (command, error) {
+	if len(args) == 0 {
+		printUsage(stderr)
+		return command{}, process.Usagef("no command given")
+	}
+	cmd := command{name: args[0]}
+	fs := flag.NewFlagSet("producer "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	switch cmd.name {
+	case "-h", "-help", "--help", "help":
+		printUsage(stderr)
+		return cmd, errHelp
+	case "run", "migrate":
+	case "seed":
+		fs.IntVar(&cmd.records, "records", 0, "vaccination records to add (required)")
+		fs.Int64Var(&cmd.seed, "seed", 1, "random seed: the same seed on the same database gives the same rows")
+	case "export":
+		fs.StringVar(&cmd.programme, "programme", "", "programme code (HPV, FLU, MENACWY, TD_IPV) or ALL (required)")
+		fs.BoolVar(&cmd.dryRun, "dry-run", false, "build the files and report them, then roll back: nothing stored or published")
+		fs.StringVar(&cmd.out, "out", "", "also write the file here; with ALL (or an existing directory) a directory to write each file into")
+	case "request":
+		fs.StringVar(&cmd.programme, "programme", "", "programme code or ALL (required)")
+		fs.BoolVar(&cmd.dryRun, "dry-run", false, "ask for a dry run")
+		fs.StringVar(&cmd.requestedBy, "requested-by", defaultRequester(), "who is asking")
+		fs.StringVar(&cmd.requestID, "request-id", "", "request id (default: a new UUID); also the Nats-Msg-Id")
+	case "replay":
+		cmd.replay = replay.ParseFlags(fs)
+	default:
+		printUsage(stderr)
+		return cmd, process.Usagef("unknown command %q", cmd.name)
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cmd, errHelp
+		}
+		return cmd, process.Usagef("%s: %v", cmd.name, err)
+	}
+	if fs.NArg() > 0 {
+		return cmd, process.Usagef("%s: unexpected argument %q", cmd.name, fs.Arg(0))
+	}
+	switch cmd.name {
+	case "seed":
+		if cmd.records <= 0 {
+			return cmd, process.Usagef("seed: --records must be a positive number")
+		}
+	case "export", "request":
+		if cmd.programme == "" {
+			return cmd, process.Usagef("%s: --programme is required (a code such as HPV, or ALL)", cmd.name)
+		}
+		if !programmeCode.MatchString(cmd.programme) {
+			return cmd, process.Usagef("%s: --programme %q is not a programme code (upper case, e.g. HPV or TD_IPV)", cmd.name, cmd.programme)
+		}
+		if cmd.name == "request" && cmd.requestedBy == "" {
+			return cmd, process.Usagef("request: --requested-by must not be empty")
+		}
+		if len(cmd.requestID) > 128 {
+			return cmd, process.Usagef("request: --request-id is longer than 128 characters")
+		}
+	case "replay":
+		r, err := cmd.replay.Range(time.Now())
+		if err != nil {
+			return cmd, process.Usagef("replay: %v", err)
+		}
+		cmd.replayRange = r
+	}
+	return cmd, nil
+}
+
+func defaultRequester() string {
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "producer request"
+}
