@@ -46,13 +46,20 @@ func SignalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
+// NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT and makes it slog's default, so
+// that what libraries log through slog.Default (NATS connection events) has the same format and passes
+// through the same redaction.
 func NewLogger(cfg config.Shared, w io.Writer) (*slog.Logger, error) {
 	level, err := logging.ParseLevel(cfg.LogLevel)
 	if err != nil {
 		return nil, &config.Error{Var: "LOG_LEVEL", Problem: err.Error()}
 	}
-	return logging.New(w, level, cfg.LogFormat)
+	log, err := logging.New(w, level, cfg.LogFormat)
+	if err != nil {
+		return nil, &config.Error{Var: "LOG_FORMAT", Problem: err.Error()}
+	}
+	slog.SetDefault(log)
+	return log, nil
 }
 
 // ExitCode maps an error from run to the process's exit status.
