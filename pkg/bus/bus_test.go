@@ -157,9 +157,9 @@ func TestEnsureTopologyIdempotentAndConcurrent(t *testing.T) {
 		ackWait        time.Duration
 		maxDeliver     int
 	}{
-		bus.ConsumerProducer: {bus.StreamRequests, bus.SubjectExportRequest, time.Minute, 10},
-		bus.ConsumerSender:   {bus.StreamBatches, bus.SubjectExportReady, 5 * time.Minute, 20},
-		bus.ConsumerTracker:  {bus.StreamEvents, bus.SubjectExportSent, time.Minute, 10},
+		bus.ConsumerProducer: {bus.StreamRequests, bus.SubjectExportRequest, 30 * time.Second, 10},
+		bus.ConsumerSender:   {bus.StreamBatches, bus.SubjectExportReady, 30 * time.Second, 20},
+		bus.ConsumerTracker:  {bus.StreamEvents, bus.SubjectExportSent, 30 * time.Second, 10},
 	}
 	for name, w := range wantConsumers {
 		c, err := js.Consumer(ctx, w.stream, name)

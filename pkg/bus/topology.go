@@ -89,11 +89,14 @@ func WithAckWait(sender, others time.Duration) Option {
 	return func(t *Topology) { t.SenderAckWait, t.AckWait = sender, others }
 }
 
-// NewTopology returns the defaults with opts applied: 1 replica, AckWait
-// 5 minutes for the sender (a MESH send can be slow; senders heartbeat with
-// InProgress) and 1 minute for the others.
+// NewTopology returns the defaults with opts applied: 1 replica and an ack
+// wait of 30 seconds. A long send or export is not cut short by it, because
+// the sender and producer report InProgress every few seconds while they
+// work; what the ack wait does decide is how soon a message lost with its
+// consumer (a killed replica, a NATS restart mid-pull) is handed to another,
+// and minutes there would stall a night's export for nothing.
 func NewTopology(opts ...Option) Topology {
-	t := Topology{Replicas: 1, SenderAckWait: 5 * time.Minute, AckWait: time.Minute}
+	t := Topology{Replicas: 1, SenderAckWait: 30 * time.Second, AckWait: 30 * time.Second}
 	for _, o := range opts {
 		o(&t)
 	}

@@ -34,7 +34,7 @@ type RequestConsumer struct {
 // NewRequestConsumer returns a consumer running requests through exporter.
 func NewRequestConsumer(exporter *Exporter, js jetstream.JetStream, log *slog.Logger, metrics *Metrics) *RequestConsumer {
 	return &RequestConsumer{exporter: exporter, js: js, log: log, metrics: metrics,
-		Heartbeat: 15 * time.Second, DrainTimeout: 30 * time.Second, RetryDelay: 10 * time.Second, MaxRetryDelay: 10 * time.Minute}
+		Heartbeat: 10 * time.Second, DrainTimeout: 30 * time.Second, RetryDelay: 10 * time.Second, MaxRetryDelay: 10 * time.Minute}
 }
 
 // Run consumes until ctx ends, then lets the request in hand finish (within DrainTimeout) and returns.

@@ -31,6 +31,7 @@ type config struct {
 	sharedKey        string
 	mailboxes        []meshsandbox.Mailbox
 	clientCA         string
+	hosts            []string // names the generated server certificate covers
 	noNonceCheck     bool
 	noTimestampCheck bool
 	checkWorkflows   bool
@@ -71,9 +72,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("mesh-sandbox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	var mailboxes string
+	var mailboxes, hosts string
 	fs.StringVar(&cfg.addr, "addr", env("MESH_SANDBOX_ADDR", "127.0.0.1:8700"), "listen address (env MESH_SANDBOX_ADDR)")
 	fs.BoolVar(&cfg.tls, "tls", envBool("MESH_SANDBOX_TLS", true), "serve HTTPS with a generated CA and server certificate (env MESH_SANDBOX_TLS)")
+	fs.StringVar(&hosts, "hosts", env("MESH_SANDBOX_HOSTS", "localhost,127.0.0.1"), "comma-separated host names and addresses the server certificate covers, e.g. a compose service name (env MESH_SANDBOX_HOSTS)")
 	fs.StringVar(&cfg.caOut, "ca-out", env("MESH_SANDBOX_CA_OUT", ""), "write the generated CA certificate (PEM) to this file (env MESH_SANDBOX_CA_OUT)")
 	fs.StringVar(&cfg.sharedKey, "shared-key", env("MESH_SHARED_KEY", "TestKey"), "NHSMESH HMAC shared key (env MESH_SHARED_KEY)")
 	fs.StringVar(&mailboxes, "mailboxes", env("MESH_SANDBOX_MAILBOXES", defaultMailboxes), `mailboxes "ID:password[:workflow,workflow];..." (env MESH_SANDBOX_MAILBOXES)`)
@@ -90,6 +92,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	var err error
 	if cfg.mailboxes, err = parseMailboxes(mailboxes); err != nil {
 		return config{}, fmt.Errorf("-mailboxes: %w", err)
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			cfg.hosts = append(cfg.hosts, h)
+		}
 	}
 	if cfg.clientCA != "" && !cfg.tls {
 		return config{}, errors.New("-client-ca needs -tls")
@@ -175,7 +182,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 				return fmt.Errorf("write CA: %w", err)
 			}
 		}
-		if srv.TLSConfig, err = sb.TLSConfig(ca); err != nil {
+		if srv.TLSConfig, err = sb.TLSConfig(ca, cfg.hosts...); err != nil {
 			return err
 		}
 		scheme = "https"
