@@ -144,6 +144,11 @@ func parseErrorBody(e *Error, body []byte) {
 			e.Event = firstString(one, "event", "errorEvent")
 			e.Code = firstString(one, "code", "errorCode")
 			e.Description = firstString(one, "msg", "message", "errorDescription")
+			// A request-validation 400 (the official sandbox is FastAPI) says "field required" and puts
+			// the offending header or parameter in loc; without it the operator cannot tell which one.
+			if loc := locationText(one["loc"]); loc != "" && e.Description != "" {
+				e.Description += " (" + loc + ")"
+			}
 		}
 	}
 	if e.Code == "" && e.Description == "" {
@@ -151,6 +156,25 @@ func parseErrorBody(e *Error, body []byte) {
 		e.Code = firstString(v, "errorCode")
 		e.Description = firstString(v, "errorDescription")
 	}
+	if e.Code == "" && e.Description == "" {
+		// Errors raised without a MESH detail (e.g. 423, 500) carry only a generic text.
+		e.Description = strings.Join(strings.Fields(firstString(v, "message")), " ")
+	}
+}
+
+// locationText renders a validation error's loc, e.g. ["header", "mex-workflowid"] → "header mex-workflowid".
+func locationText(raw json.RawMessage) string {
+	var parts []json.RawMessage
+	if len(raw) == 0 || json.Unmarshal(raw, &parts) != nil {
+		return ""
+	}
+	var out []string
+	for _, p := range parts {
+		if s := scalarString(p); s != "" {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // firstString returns the first of keys present in v as a string; numbers are kept as written.

@@ -147,7 +147,8 @@ func (d *Deps) Checks() []health.Check {
 	}
 }
 
-// NewMESHClient builds the MESH client from the MESH_* settings. Certificate, key and CA bundle may be
+// NewMESHClient builds the MESH client from the MESH_* settings; mesh.New itself logs the WARN when
+// MESH_DISABLE_SSL_VERIFICATION turns server verification off. Certificate, key and CA bundle may be
 // given as PEM text or as a path to a PEM file.
 func NewMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
 	certPEM, err := pemOrFile("MESH_CERTIFICATE", cfg.Certificate)
@@ -171,9 +172,6 @@ func NewMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
 	})
 	if err != nil {
 		return nil, &config.Error{Var: "MESH_CERTIFICATE", Problem: err.Error()}
-	}
-	if cfg.DisableSSLVerification {
-		log.Warn("MESH TLS server verification is OFF (MESH_DISABLE_SSL_VERIFICATION=true): use only against a local sandbox")
 	}
 	return mesh.New(mesh.Config{
 		BaseURL:     cfg.BaseURL,

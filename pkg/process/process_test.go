@@ -83,7 +83,7 @@ func TestNewMESHClientReadsPEMTextOrFiles(t *testing.T) {
 		{"no client certificate", func(m *config.MESH) {}, "", ""},
 		{"missing key file", func(m *config.MESH) { m.Certificate, m.PrivateKey = string(certPEM), filepath.Join(dir, "nope") }, "MESH_PRIVATE_KEY", ""},
 		{"ca is not pem", func(m *config.MESH) { m.CABundle = keyFile }, "MESH_CERTIFICATE", ""},
-		{"verification off warns", func(m *config.MESH) { m.DisableSSLVerification = true }, "", "verification is OFF"},
+		{"verification off warns", func(m *config.MESH) { m.DisableSSLVerification = true }, "", "verification is DISABLED"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
