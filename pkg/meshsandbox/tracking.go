@@ -132,6 +132,10 @@ func trackingV1(m *message) TrackingV1 {
 		SenderOrgName: m.from.OrgName, Status: title(m.status), StatusSuccess: "SUCCESS", Subject: m.subject,
 		UploadTimestamp: compactTime(m.createdAt), Version: "1.0", WorkflowID: m.workflowID,
 	}
+	if m.status == StatusUploading {
+		// The official sandbox reports no size until the last chunk is in.
+		t.FileSize = 0
+	}
 	if m.status == StatusUndeliverable {
 		t.FailureDate = ptr(compactTime(m.statusAt))
 		t.FailureDiagnostic = ptr(errUndelivered.msg)
