@@ -51,6 +51,9 @@ type Producer struct {
 	Shared
 	Schedule    string `env:"PRODUCER_SCHEDULE" envDefault:"0 2 * * *"`
 	UniqueIDURI string `env:"DPS_UNIQUE_ID_URI" envDefault:"https://manage-vaccinations-in-schools.nhs.uk/vaccination-records"`
+	// MESHJobsEnabled is read, though the producer never calls MESH, so that one environment shared by
+	// all three processes is checked the same way by each: a typo in the gate stops every one of them.
+	MESHJobsEnabled bool `env:"MESH_JOBS_ENABLED" envDefault:"false"`
 }
 
 // Sender is the sender's configuration.

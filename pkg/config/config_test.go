@@ -64,6 +64,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 	}{
 		{"gate not a bool", map[string]string{"MESH_JOBS_ENABLED": "maybe"}, loadSender, "MESH_JOBS_ENABLED"},
 		{"gate not a bool tracker", map[string]string{"MESH_JOBS_ENABLED": "maybe"}, loadTracker, "MESH_JOBS_ENABLED"},
+		{"gate not a bool producer", map[string]string{"MESH_JOBS_ENABLED": "maybe"}, loadProducer, "MESH_JOBS_ENABLED"},
 		{"bad duration", map[string]string{"TRACKER_POLL_INTERVAL": "often"}, loadTracker, "TRACKER_POLL_INTERVAL"},
 		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, loadProducer, "LOG_FORMAT"},
 		{"bad log level", map[string]string{"LOG_LEVEL": "loud"}, loadProducer, "LOG_LEVEL"},
