@@ -61,6 +61,7 @@ type Sender struct {
 	Shared
 	MESH
 	ShutdownGrace time.Duration `env:"SENDER_SHUTDOWN_GRACE" envDefault:"30s"`
+	Concurrency   int           `env:"SENDER_CONCURRENCY" envDefault:"1"`
 }
 
 // Tracker is the tracker's configuration.
@@ -128,6 +129,9 @@ func LoadSender() (Sender, error) {
 	}
 	if c.ShutdownGrace <= 0 {
 		return c, &Error{Var: "SENDER_SHUTDOWN_GRACE", Problem: "must be a positive duration"}
+	}
+	if c.Concurrency < 1 || c.Concurrency > 32 {
+		return c, &Error{Var: "SENDER_CONCURRENCY", Problem: "must be between 1 and 32"}
 	}
 	return c, nil
 }

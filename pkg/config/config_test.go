@@ -75,6 +75,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		{"chunk too large", with(meshOn, "MESH_CHUNK_SIZE", "200000000"), loadSender, "MESH_CHUNK_SIZE"},
 		{"key without certificate", with(meshOn, "MESH_PRIVATE_KEY", "-----BEGIN"), loadSender, "MESH_CERTIFICATE"},
 		{"operator command without password", map[string]string{"MESH_MAILBOX": "X26ABC1"}, loadMESH, "MESH_PASSWORD"},
+		{"sender concurrency", map[string]string{"SENDER_CONCURRENCY": "0"}, loadSender, "SENDER_CONCURRENCY"},
 		{"replicas", map[string]string{"NATS_STREAM_REPLICAS": "2"}, loadProducer, "NATS_STREAM_REPLICAS"},
 	}
 	for _, tt := range tests {
