@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The processes the stack builds, in the order they start.
+var binaries = []string{"producer", "sender", "tracker"}
+
+// buildBinaries compiles the three processes into dir with one go build, so that packages they share
+// are compiled once. No -race: the end-to-end test needs the pipeline's speed, and every package
+// has its own race-checked tests.
+func buildBinaries(ctx context.Context, dir string) error {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	for _, b := range binaries {
+		args = append(args, "./"+b)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// moduleRoot is the directory of this module's go.mod, wherever the devstack or its test runs from.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("run the devstack from inside the dps-pipeline module (go run ./pkg/devstack)")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// childEnv is the configuration every child gets, on top of the inherited environment stripped of
+// anything that could point a child elsewhere (a real mailbox, another database).
+func (s *Stack) childEnv() []string {
+	return []string{
+		"DATABASE_URL=" + s.cfg.DatabaseURL,
+		"NATS_URL=" + s.natsURL,
+		"NATS_STREAM_REPLICAS=1",
+		"LOG_LEVEL=" + s.cfg.LogLevel,
+		"LOG_FORMAT=text",
+		"MESH_JOBS_ENABLED=true",
+		"MESH_BASE_URL=" + s.meshURL,
+		"MESH_MAILBOX=" + ourMailbox,
+		"MESH_PASSWORD=" + s.ourPassword,
+		"MESH_SHARED_KEY=" + s.sharedKey,
+		"MESH_CA_BUNDLE=" + s.caFile,
+		"MESH_DPS_MAILBOX=" + dpsMailbox,
+		"MESH_DPS_WORKFLOW_ID=" + dpsWorkflowID,
+		// Quick enough to watch: the defaults suit production, not a demo.
+		"TRACKER_POLL_INTERVAL=2s",
+		"SENDER_SHUTDOWN_GRACE=10s",
+	}
+}
+
+// ownedPrefixes are the variables the devstack sets or that configure the pipeline; inherited ones
+// are dropped so that a developer's shell cannot redirect a child.
+var ownedPrefixes = []string{"DATABASE_URL", "NATS_", "LOG_", "MESH_", "TRACKER_", "SENDER_", "PRODUCER_", "DPS_", "HTTP_ADDR"}
+
+func inheritedEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		owned := false
+		for _, p := range ownedPrefixes {
+			if strings.HasPrefix(kv, p) {
+				owned = true
+				break
+			}
+		}
+		if !owned {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// writeEnvFile leaves the children's settings in the work directory, so an operator can run the
+// processes' own commands (sender replay, tracker ...) against the running stack.
+func (s *Stack) writeEnvFile() error {
+	var b strings.Builder
+	for _, kv := range s.env {
+		k, v, _ := strings.Cut(kv, "=")
+		fmt.Fprintf(&b, "export %s='%s'\n", k, v)
+	}
+	if err := os.WriteFile(s.EnvFile(), []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("write env file: %w", err)
+	}
+	return nil
+}
+
+// EnvFile is the shell file with the children's environment (secrets included, mode 0600).
+func (s *Stack) EnvFile() string { return filepath.Join(s.workDir, "devstack.env") }
+
+// Command runs one of the built binaries with the children's environment, for the operator
+// commands (replay, ...). extraEnv entries override.
+func (s *Stack) Command(ctx context.Context, binary string, args []string, extraEnv ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.binDir, binary), args...)
+	cmd.Env = append(append(append(inheritedEnv(), s.env...), "HTTP_ADDR=127.0.0.1:0"), extraEnv...)
+	return cmd
+}
+
+type child struct {
+	name     string
+	httpAddr string
+	cmd      *exec.Cmd
+	done     chan struct{}
+	err      error // valid once done is closed
+	stopping bool
+	mu       sync.Mutex
+}
+
+type childExit struct {
+	name string
+	err  error
+}
+
+// startChildren starts producer, the senders and tracker, each on its own HTTP port, and waits until
+// each answers /healthz.
+func (s *Stack) startChildren(ctx context.Context) error {
+	names := []string{"producer"}
+	for i := 1; i <= s.cfg.Senders; i++ {
+		names = append(names, fmt.Sprintf("sender-%d", i))
+	}
+	names = append(names, "tracker")
+	for _, name := range names {
+		binary, _, _ := strings.Cut(name, "-")
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		c := &child{name: name, httpAddr: addr, done: make(chan struct{})}
+		c.cmd = exec.Command(filepath.Join(s.binDir, binary), "run")
+		c.cmd.Env = append(append(inheritedEnv(), s.env...), "HTTP_ADDR="+addr)
+		c.cmd.Stdout = &prefixWriter{prefix: name, w: s.logs}
+		c.cmd.Stderr = c.cmd.Stdout
+		setProcAttr(c.cmd)
+		if err := c.cmd.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		s.children = append(s.children, c)
+		go func() {
+			err := c.cmd.Wait()
+			c.cmd.Stdout.(*prefixWriter).flush()
+			c.mu.Lock()
+			c.err = err
+			stopping := c.stopping
+			c.mu.Unlock()
+			close(c.done)
+			if !stopping {
+				select {
+				case s.exited <- childExit{name: name, err: err}:
+				default:
+				}
+			}
+		}()
+	}
+	for _, c := range s.children {
+		if err := waitHealthy(ctx, c); err != nil {
+			return err
+		}
+	}
+	s.out.printf("started       %s", strings.Join(names, ", "))
+	return nil
+}
+
+// waitHealthy polls the child's /healthz until it answers 200, the child exits or a minute passes.
+func waitHealthy(ctx context.Context, c *child) error {
+	deadline := time.Now().Add(time.Minute)
+	client := &http.Client{Timeout: 2 * time.Second}
+	url := "http://" + c.httpAddr + "/healthz"
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-c.done:
+			return fmt.Errorf("%s exited before it was healthy: %v (its log is above)", c.name, c.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not healthy at %s after a minute", c.name, url)
+		}
+	}
+}
+
+// stopGrace is how long a child has to drain after SIGTERM before it is killed.
+const stopGrace = 15 * time.Second
+
+// stopChildren sends SIGTERM to every child at once, waits for them to drain, and kills any that
+// have not exited after stopGrace.
+func (s *Stack) stopChildren() {
+	for _, c := range s.children {
+		c.mu.Lock()
+		c.stopping = true
+		c.mu.Unlock()
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(stopGrace)
+	for _, c := range s.children {
+		select {
+		case <-c.done:
+		case <-deadline:
+			// Past the grace period every remaining child is killed without waiting again.
+			for _, k := range s.children {
+				select {
+				case <-k.done:
+				default:
+					fmt.Fprintf(s.logs, "%s did not stop within %s: killing it\n", k.name, stopGrace)
+					_ = k.cmd.Process.Kill()
+				}
+			}
+			<-c.done
+		}
+	}
+	for _, c := range s.children {
+		<-c.done
+	}
+	s.children = nil
+}
+
+// freeAddr finds a free localhost port for a child's HTTP server.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// lockedWriter serialises writes from several children so lines never interleave.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// prefixWriter writes each complete line as "name | line".
+type prefixWriter struct {
+	prefix string
+	w      io.Writer
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		p.emit(p.buf[:i])
+		p.buf = p.buf[i+1:]
+	}
+	return len(b), nil
+}
+
+func (p *prefixWriter) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) > 0 {
+		p.emit(p.buf)
+		p.buf = nil
+	}
+}
+
+func (p *prefixWriter) emit(line []byte) {
+	out := make([]byte, 0, len(p.prefix)+len(line)+4)
+	out = fmt.Appendf(out, "%-9s| ", p.prefix)
+	out = append(out, line...)
+	out = append(out, '\n')
+	_, _ = p.w.Write(out)
+}

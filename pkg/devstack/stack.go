@@ -1,0 +1,416 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
+	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
+)
+
+// Config says what the stack runs. The zero value is not useful: parseFlags and the tests fill it.
+type Config struct {
+	// Once makes run return when every export is acknowledged, or at the first sign one will not be.
+	Once bool
+	// Timeout bounds a --once run.
+	Timeout time.Duration
+	// DataDir keeps the NATS store; empty means a temporary directory.
+	DataDir string
+	// Records is how many vaccination records to seed; Seed picks the random stream.
+	Records int
+	Seed    int64
+	// Senders is how many sender processes to start.
+	Senders int
+	// DatabaseURL is the database the pipeline uses. RecreateDatabase drops and creates it first.
+	DatabaseURL      string
+	RecreateDatabase bool
+	// NATSPort is the embedded server's client port; 0 picks a free one.
+	NATSPort int
+	// LogLevel is the children's LOG_LEVEL.
+	LogLevel string
+	// BinDir holds the built producer, sender and tracker; empty means a directory under the work dir.
+	BinDir string
+	// AckWait, when set, replaces the durable consumers' ack waits once the children have started
+	// (they apply the production topology, 5 minutes for the sender, as they start). Tests that
+	// restart NATS use it: a batch the server delivered just as it stopped is only redelivered after
+	// the ack wait, and the test should not wait five minutes for it.
+	AckWait time.Duration
+	// Stdout receives the lifecycle; Stderr the children's logs, each line prefixed with its name.
+	Stdout, Stderr io.Writer
+}
+
+// The mailboxes of the stack: ours sends, the DPS one receives. The ids are the official sandbox's
+// test mailboxes, so the same names work against it (compose.yaml).
+const (
+	ourMailbox    = "X26ABC1"
+	dpsMailbox    = "X26ABC2"
+	dpsWorkflowID = "DPS_VACCINATIONS"
+)
+
+// Stack is a running pipeline: NATS, the MESH sandbox, a database, the child processes, DPS and the
+// lifecycle watcher.
+type Stack struct {
+	cfg     Config
+	workDir string
+	out     *lineWriter // lifecycle lines on cfg.Stdout
+	logs    *lockedWriter
+
+	natsMu   sync.Mutex
+	natsOpts server.Options
+	natsSrv  *server.Server
+	natsURL  string
+
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	pool *pgxpool.Pool
+
+	sharedKey   string
+	ourPassword string
+	dpsPassword string
+	meshURL     string
+	caFile      string
+	sandbox     *meshsandbox.Server
+	meshServer  *http.Server
+
+	env      []string // the children's environment (ours only, without the inherited part)
+	binDir   string
+	children []*child
+	exited   chan childExit
+
+	board    *board
+	dps      *dpsPlayer
+	bg       sync.WaitGroup
+	bgCancel context.CancelFunc
+	seeded   demodata.Summary
+	closed   sync.Once
+}
+
+// errNoPostgres is returned, as its one-line message, when nothing answers at DATABASE_URL.
+type errNoPostgres struct{ where string }
+
+func (e *errNoPostgres) Error() string {
+	return fmt.Sprintf("no PostgreSQL at %s: start one (docker compose up -d postgres) or set DATABASE_URL", e.where)
+}
+
+// start brings the whole stack up: database, NATS, sandbox, binaries, children, DPS and the watcher.
+// On error everything already started is stopped again.
+func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
+	if cfg.Stdout == nil {
+		cfg.Stdout = io.Discard
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = io.Discard
+	}
+	if cfg.Senders < 1 {
+		cfg.Senders = 1
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "info"
+	}
+	s := &Stack{cfg: cfg, out: &lineWriter{w: cfg.Stdout}, logs: &lockedWriter{w: cfg.Stderr}, exited: make(chan childExit, 16)}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	s.workDir, err = os.MkdirTemp("", "dps-devstack-")
+	if err != nil {
+		return nil, fmt.Errorf("work directory: %w", err)
+	}
+	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.bgCancel = cancel
+
+	// Fail fast, before compiling anything, when there is no Postgres: the commonest first-run problem.
+	if err := s.checkPostgres(ctx); err != nil {
+		return nil, err
+	}
+
+	// Build while the rest starts: compiling is the slowest step of a first run.
+	type built struct {
+		dir string
+		err error
+	}
+	buildCtx, cancelBuild := context.WithCancel(ctx)
+	defer cancelBuild()
+	buildDone := make(chan built, 1)
+	go func() {
+		dir := cfg.BinDir
+		if dir == "" {
+			dir = filepath.Join(s.workDir, "bin")
+		}
+		buildDone <- built{dir, buildBinaries(buildCtx, dir)}
+	}()
+	abandonBuild := func() {
+		cancelBuild()
+		<-buildDone
+	}
+
+	if err := s.openDatabase(ctx); err != nil {
+		abandonBuild()
+		return nil, err
+	}
+	if err := s.startNATS(ctx); err != nil {
+		abandonBuild()
+		return nil, err
+	}
+	if err := s.startSandbox(); err != nil {
+		abandonBuild()
+		return nil, err
+	}
+	s.out.printf("NATS          %s (store %s)", s.natsURL, s.natsOpts.StoreDir)
+	s.out.printf("MESH sandbox  %s (mailboxes %s ours, %s DPS; CA %s)", s.meshURL, ourMailbox, dpsMailbox, s.caFile)
+	s.out.printf("Postgres      %s", redactURL(cfg.DatabaseURL))
+
+	s.board = newBoard(s.out)
+	if err := s.watchEvents(bgCtx); err != nil {
+		abandonBuild()
+		return nil, err
+	}
+	if s.dps, err = newDPSPlayer(s); err != nil {
+		abandonBuild()
+		return nil, err
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.dps.run(bgCtx)
+	}()
+
+	s.out.printf("building      producer, sender, tracker")
+	b := <-buildDone
+	if b.err != nil {
+		return nil, b.err
+	}
+	s.binDir = b.dir
+	s.env = s.childEnv()
+	if err := s.writeEnvFile(); err != nil {
+		return nil, err
+	}
+	if err := s.startChildren(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.AckWait > 0 {
+		if err := bus.EnsureTopology(ctx, s.js, bus.WithAckWait(cfg.AckWait, cfg.AckWait)); err != nil {
+			return nil, fmt.Errorf("shorten ack waits: %w", err)
+		}
+		s.out.printf("consumers     ack wait %s (test setting; production: 5m sender, 1m others)", cfg.AckWait)
+	}
+	return s, nil
+}
+
+// checkPostgres connects to the server's maintenance database, and with RecreateDatabase drops the
+// stack's database so that the run starts clean.
+func (s *Stack) checkPostgres(ctx context.Context) error {
+	cfg, err := pgx.ParseConfig(s.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	where := fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	conn, err := pgx.ConnectConfig(pingCtx, admin)
+	cancel()
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			// The server answered and refused: say what it said, not that it is missing.
+			return fmt.Errorf("PostgreSQL at %s: %s (SQLSTATE %s)", where, pgErr.Message, pgErr.Code)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &errNoPostgres{where: where}
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if s.cfg.RecreateDatabase {
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{cfg.Database}.Sanitize()+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop database %s: %w", cfg.Database, err)
+		}
+	}
+	return nil
+}
+
+// openDatabase creates the database if needed, migrates it and seeds it.
+func (s *Stack) openDatabase(ctx context.Context) error {
+	var err error
+	if err := store.EnsureDatabase(ctx, s.cfg.DatabaseURL); err != nil {
+		return err
+	}
+	if err := store.Migrate(ctx, s.cfg.DatabaseURL); err != nil {
+		return err
+	}
+	if s.pool, err = store.Connect(ctx, s.cfg.DatabaseURL); err != nil {
+		return err
+	}
+	started := time.Now()
+	if s.seeded, err = demodata.Seed(ctx, s.pool, demodata.Options{Records: s.cfg.Records, Seed: s.cfg.Seed}); err != nil {
+		return err
+	}
+	s.out.printf("seeded        %d records for %d patients, %d exportable, in %s", s.seeded.Records, s.seeded.Patients, s.seeded.Exportable, time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// startNATS starts the embedded server and connects the stack's own client to it.
+func (s *Stack) startNATS(ctx context.Context) error {
+	opts := natstest.DefaultOptions()
+	opts.ServerName = "devstack"
+	opts.Port = s.cfg.NATSPort
+	if opts.Port == 0 {
+		opts.Port = server.RANDOM_PORT
+	}
+	opts.StoreDir = filepath.Join(s.workDir, "nats")
+	if s.cfg.DataDir != "" {
+		opts.StoreDir = filepath.Join(s.cfg.DataDir, "nats")
+	}
+	if err := os.MkdirAll(opts.StoreDir, 0o700); err != nil {
+		return fmt.Errorf("nats store: %w", err)
+	}
+	srv, err := natstest.Start(opts)
+	if err != nil {
+		return fmt.Errorf("start nats: %w", err)
+	}
+	// Keep the port the server got, so that a restart comes back where the clients look for it.
+	if addr, ok := srv.Addr().(*net.TCPAddr); ok {
+		opts.Port = addr.Port
+	}
+	s.natsOpts, s.natsSrv, s.natsURL = *opts, srv, srv.ClientURL()
+
+	s.nc, err = nats.Connect(s.natsURL, nats.Name("devstack"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("connect to nats: %w", err)
+	}
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := bus.EnsureTopology(ctx, s.js); err != nil {
+		return fmt.Errorf("nats topology: %w", err)
+	}
+	return nil
+}
+
+// RestartNATS stops the embedded server and starts it again on the same port with the same store,
+// as an operator restarting NATS would; every client has to reconnect by itself.
+func (s *Stack) RestartNATS() error {
+	s.natsMu.Lock()
+	defer s.natsMu.Unlock()
+	s.natsSrv.Shutdown()
+	s.natsSrv.WaitForShutdown()
+	opts := s.natsOpts
+	srv, err := natstest.Start(&opts)
+	if err != nil {
+		return fmt.Errorf("restart nats: %w", err)
+	}
+	s.natsSrv = srv
+	s.out.printf("NATS          restarted on %s", s.natsURL)
+	return nil
+}
+
+// startSandbox starts the MESH sandbox over TLS with a fresh CA, shared key and passwords.
+func (s *Stack) startSandbox() error {
+	s.sharedKey, s.ourPassword, s.dpsPassword = randomSecret(), randomSecret(), randomSecret()
+	s.sandbox = meshsandbox.New(meshsandbox.Config{
+		SharedKey: s.sharedKey,
+		Mailboxes: []meshsandbox.Mailbox{
+			{ID: ourMailbox, Password: s.ourPassword, Name: "DPS EXPORT (devstack)", ODSCode: "X26", OrgCode: "X26"},
+			{ID: dpsMailbox, Password: s.dpsPassword, Workflows: []string{dpsWorkflowID}, Name: "DPS (devstack)", ODSCode: "X26", OrgCode: "X26"},
+		},
+		// A send with the wrong workflow id fails here as it would on live MESH.
+		CheckWorkflows: true,
+		Logger:         slog.New(slog.DiscardHandler),
+	})
+	ca, err := meshsandbox.NewCA()
+	if err != nil {
+		return err
+	}
+	tlsConfig, err := s.sandbox.TLSConfig(ca, "localhost", "127.0.0.1")
+	if err != nil {
+		return err
+	}
+	s.caFile = filepath.Join(s.workDir, "mesh-ca.pem")
+	if err := os.WriteFile(s.caFile, ca.CertPEM(), 0o600); err != nil {
+		return fmt.Errorf("write mesh ca: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("mesh sandbox listen: %w", err)
+	}
+	s.meshServer = &http.Server{Handler: s.sandbox.Handler(), TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second,
+		// Clients that hang up mid-handshake at shutdown are not worth a line.
+		ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = s.meshServer.ServeTLS(ln, "", "") }()
+	s.meshURL = "https://localhost:" + fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	return nil
+}
+
+// Close stops the children (SIGTERM, then SIGKILL after a grace period), DPS, the watcher, NATS, the
+// sandbox and the database pool, and removes the work directory. It is safe on a half-started stack.
+func (s *Stack) Close() { s.closed.Do(s.close) }
+
+func (s *Stack) close() {
+	s.stopChildren()
+	if s.bgCancel != nil {
+		s.bgCancel()
+	}
+	s.bg.Wait()
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	s.natsMu.Lock()
+	if s.natsSrv != nil {
+		s.natsSrv.Shutdown()
+		s.natsSrv.WaitForShutdown()
+	}
+	s.natsMu.Unlock()
+	if s.meshServer != nil {
+		_ = s.meshServer.Close()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.workDir != "" {
+		_ = os.RemoveAll(s.workDir)
+	}
+}
+
+func randomSecret() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms.
+	return hex.EncodeToString(b[:])
+}
+
+// redactURL hides the password of a database URL for printing.
+func redactURL(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		rest := u[i+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				return u[:i+3] + rest[:colon] + ":xxxxx" + rest[at:]
+			}
+		}
+	}
+	return u
+}
