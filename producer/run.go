@@ -58,22 +58,20 @@ func run(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger
 // runService is `producer run`: request consumer, schedule, outbox relay, orphan sweep and the HTTP
 // server, until SIGINT/SIGTERM; then the request in hand finishes, the outbox is flushed and NATS drained.
 func runService(ctx context.Context, cfg config.Producer, log *slog.Logger) error {
-	deps, err := process.Open(ctx, log, cfg.Shared, "producer")
+	reg := health.NewRegistry()
+	metrics := export.NewMetrics(reg)
+	deps, objects, exporter, err := openExporter(ctx, cfg, log, "producer", metrics)
 	if err != nil {
 		return err
 	}
 	defer deps.Close()
-	objects, err := bus.ExportStore(ctx, deps.JS)
-	if err != nil {
-		return err
+	if codes, err := exporter.ProgrammeCodes(ctx); err == nil {
+		metrics.InitProgrammes(codes)
 	}
-	reg := health.NewRegistry()
-	metrics := export.NewMetrics(reg)
 	srv := health.NewServer(cfg.HTTPAddr, reg, log, deps.Checks()...)
 	if err := srv.Listen(); err != nil {
 		return &config.Error{Var: "HTTP_ADDR", Problem: "cannot listen: " + err.Error()}
 	}
-	exporter := export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics})
 	consumer := export.NewRequestConsumer(exporter, deps.JS, log, metrics)
 	schedule, err := export.NewSchedule(cfg.Schedule, deps.Pool, deps.JS, log)
 	if err != nil {
@@ -121,6 +119,22 @@ func runService(ctx context.Context, cfg config.Producer, log *slog.Logger) erro
 	}
 	log.Info("producer stopped")
 	return nil
+}
+
+// openExporter opens the database and NATS (migrating and declaring the topology on the way), the
+// export bucket, and an Exporter over them. metrics may be nil. The caller closes the Deps.
+func openExporter(ctx context.Context, cfg config.Producer, log *slog.Logger, client string, metrics *export.Metrics) (*process.Deps, jetstream.ObjectStore, *export.Exporter, error) {
+	deps, err := process.Open(ctx, log, cfg.Shared, client)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	objects, err := bus.ExportStore(ctx, deps.JS)
+	if err != nil {
+		deps.Close()
+		return nil, nil, nil, err
+	}
+	exporter := export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics})
+	return deps, objects, exporter, nil
 }
 
 func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.ObjectStore, log *slog.Logger) {
@@ -185,16 +199,11 @@ func runExport(ctx context.Context, cfg config.Producer, cmd command, log *slog.
 	if err != nil {
 		return err
 	}
-	deps, err := process.Open(ctx, log, cfg.Shared, "producer-export")
+	deps, _, exporter, err := openExporter(ctx, cfg, log, "producer-export", nil)
 	if err != nil {
 		return err
 	}
 	defer deps.Close()
-	objects, err := bus.ExportStore(ctx, deps.JS)
-	if err != nil {
-		return err
-	}
-	exporter := export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log})
 	req := export.Request{
 		ID:          "export:" + uuid.NewString(),
 		Programme:   cmd.programme,
@@ -282,16 +291,11 @@ func runRequest(ctx context.Context, cfg config.Producer, cmd command, log *slog
 
 // runReplay is `producer replay`.
 func runReplay(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger, stdout io.Writer) error {
-	deps, err := process.Open(ctx, log, cfg.Shared, "producer-replay")
+	deps, _, exporter, err := openExporter(ctx, cfg, log, "producer-replay", nil)
 	if err != nil {
 		return err
 	}
 	defer deps.Close()
-	objects, err := bus.ExportStore(ctx, deps.JS)
-	if err != nil {
-		return err
-	}
-	exporter := export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log})
 	sum, err := replay.Run(ctx, deps.JS, bus.StreamRequests, bus.SubjectExportRequest, cmd.replayRange,
 		exporter.ReplayHandler(cmd.replay.Force, cmd.replay.DryRun))
 	if perr := sum.Print(stdout); perr != nil && err == nil {

@@ -587,3 +587,46 @@ func TestPublishAcrossServerRestart(t *testing.T) {
 		t.Fatalf("%d messages, want 1", info.State.Msgs)
 	}
 }
+
+// TestNewDeadLetter: the builder other stages enqueue through the outbox shapes the same dead letter
+// that DeadLetter publishes, cuts the reason to the schema's limit on a rune boundary, and names an
+// empty reason.
+func TestNewDeadLetter(t *testing.T) {
+	_, js := setup(t)
+	ctx := t.Context()
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: bus.SubjectExportRequest, Data: []byte(`{"x":1}`),
+		Header: nats.Header{"X-Origin": []string{"a", "b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	m := fetchOne(t, js, bus.StreamRequests, bus.ConsumerProducer)
+	tests := []struct {
+		name, reason, want string
+	}{
+		{"plain", "bad programme", "bad programme"},
+		{"empty", "", "unspecified"},
+		{"cut on a rune boundary", strings.Repeat("a", 4095) + "é", strings.Repeat("a", 4095)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dl, err := bus.NewDeadLetter(bus.StageSender, m, tt.reason)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dl.Reason != tt.want {
+				t.Errorf("reason %q (%d bytes), want %d bytes", dl.Reason, len(dl.Reason), len(tt.want))
+			}
+			if dl.MsgID() != bus.DeadLetterMsgID(bus.StageSender, bus.StreamRequests, 1) || dl.Stage != bus.StageSender ||
+				dl.Payload != `{"x":1}` || dl.PayloadBase64 != base64.StdEncoding.EncodeToString([]byte(`{"x":1}`)) ||
+				len(dl.Headers["X-Origin"]) != 2 || dl.StreamSeq != 1 || dl.Deliveries != 1 {
+				t.Errorf("dead letter %+v", dl)
+			}
+			body, err := json.Marshal(dl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := schemas.Validate(bus.DeadLetterSubject(bus.StageSender), body); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

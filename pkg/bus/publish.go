@@ -140,15 +140,15 @@ func Decode(msg jetstream.Msg, v any) error {
 // maxReason bounds a dead-letter reason (the schema's maxLength).
 const maxReason = 4096
 
-// DeadLetter publishes msg on dps.deadletter.<stage> with its payload,
-// headers, origin (stream, sequence, deliveries) and reason, deduplicated by
-// "<stage>:<stream>:<stream seq>". It does not ack msg: the caller acks
-// once DeadLetter returns nil, so that a crash in between re-dead-letters
-// the same delivery (absorbed by the Nats-Msg-Id) rather than losing it.
-func DeadLetter(ctx context.Context, js jetstream.JetStream, stage string, msg jetstream.Msg, reason string) error {
+// NewDeadLetter builds the dead letter of msg for stage: its payload (as text when valid UTF-8, always as
+// base64), headers, origin (stream, sequence, deliveries) and reason, cut to the schema's 4096 bytes.
+// It is the one place a dead letter is shaped, for DeadLetter and for a consumer that must enqueue the
+// dead letter through the outbox in the transaction that records the failure. Publish it on
+// DeadLetterSubject(stage) with Nats-Msg-Id dl.MsgID().
+func NewDeadLetter(stage string, msg jetstream.Msg, reason string) (DeadLetterMessage, error) {
 	md, err := msg.Metadata()
 	if err != nil {
-		return fmt.Errorf("dead-letter %s: message metadata: %w", stage, err)
+		return DeadLetterMessage{}, fmt.Errorf("dead-letter %s: message metadata: %w", stage, err)
 	}
 	reason = truncate(reason, maxReason)
 	if reason == "" {
@@ -172,13 +172,28 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, stage string, msg j
 	for k, vs := range msg.Headers() {
 		dl.Headers[k] = append([]string(nil), vs...)
 	}
+	return dl, nil
+}
+
+// MsgID is the dead letter's Nats-Msg-Id, "<stage>:<stream>:<stream seq>": dead-lettering one delivery
+// twice (a crash before the ack) leaves one dead letter.
+func (dl DeadLetterMessage) MsgID() string { return DeadLetterMsgID(dl.Stage, dl.Stream, dl.StreamSeq) }
+
+// DeadLetter publishes msg on dps.deadletter.<stage> as NewDeadLetter shapes it, deduplicated by
+// dl.MsgID(). It does not ack msg: the caller acks once DeadLetter returns nil, so that a crash in
+// between re-dead-letters the same delivery (absorbed by the Nats-Msg-Id) rather than losing it.
+func DeadLetter(ctx context.Context, js jetstream.JetStream, stage string, msg jetstream.Msg, reason string) error {
+	dl, err := NewDeadLetter(stage, msg, reason)
+	if err != nil {
+		return err
+	}
 	body, err := json.Marshal(dl)
 	if err != nil {
 		return fmt.Errorf("dead-letter %s: marshal: %w", stage, err)
 	}
 	// Header values cannot hold line breaks.
-	h := nats.Header{HeaderDeadLetterReason: []string{strings.NewReplacer("\r", " ", "\n", " ").Replace(reason)}}
-	msgID := DeadLetterMsgID(stage, md.Stream, md.Sequence.Stream)
+	h := nats.Header{HeaderDeadLetterReason: []string{strings.NewReplacer("\r", " ", "\n", " ").Replace(dl.Reason)}}
+	msgID := dl.MsgID()
 	if _, err := publishData(ctx, js, DeadLetterSubject(stage), msgID, body, h); err != nil {
 		return fmt.Errorf("dead-letter %s: %w", msgID, err)
 	}

@@ -6,12 +6,16 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 	"github.com/robfig/cron/v3"
 )
@@ -19,7 +23,7 @@ import (
 // Shared holds what every process needs.
 type Shared struct {
 	DatabaseURL    string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/dps?sslmode=disable" secret:"true"`
-	NATSURL        string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSURL        string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222" secret:"true"` // may carry user:password
 	NATSCreds      string `env:"NATS_CREDS"`
 	StreamReplicas int    `env:"NATS_STREAM_REPLICAS" envDefault:"1"`
 	LogLevel       string `env:"LOG_LEVEL" envDefault:"info"`
@@ -187,8 +191,21 @@ func (s Shared) validate() error {
 	if !strings.HasPrefix(s.DatabaseURL, "postgres://") && !strings.HasPrefix(s.DatabaseURL, "postgresql://") {
 		return &Error{Var: "DATABASE_URL", Problem: "must be a postgres:// URL"}
 	}
+	// Parsed here as the pool will parse it, so that a typo stops the process at start with exit code 2
+	// instead of failing later as an outage. pgx's message quotes the URL, so it is not passed on.
+	if _, err := pgxpool.ParseConfig(s.DatabaseURL); err != nil {
+		return &Error{Var: "DATABASE_URL", Problem: "is not a valid postgres:// URL (check host, port, escaping and parameters)"}
+	}
 	if s.NATSURL == "" {
 		return &Error{Var: "NATS_URL", Problem: "must not be empty"}
+	}
+	if problem := checkNATSURLs(s.NATSURL); problem != "" {
+		return &Error{Var: "NATS_URL", Problem: problem}
+	}
+	if s.HTTPAddr != "" {
+		if problem := checkListenAddr(s.HTTPAddr); problem != "" {
+			return &Error{Var: "HTTP_ADDR", Problem: problem}
+		}
 	}
 	if s.NATSCreds != "" {
 		if _, err := os.Stat(s.NATSCreds); err != nil {
@@ -207,6 +224,50 @@ func (s Shared) validate() error {
 		return &Error{Var: "LOG_FORMAT", Problem: "must be one of auto, text, json"}
 	}
 	return nil
+}
+
+// checkNATSURLs checks a comma-separated list of server URLs as nats.Connect reads it (a bare host:port
+// means nats://). It returns what is wrong, never the value: a URL may carry a user and password.
+func checkNATSURLs(list string) string {
+	for _, raw := range strings.Split(list, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			return "has an empty entry in its comma-separated list"
+		}
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "is not a valid URL such as nats://127.0.0.1:4222"
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return "must use the nats://, tls://, ws:// or wss:// scheme"
+		}
+		if u.Hostname() == "" {
+			return "has no host, e.g. nats://127.0.0.1:4222"
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return "has a port that is not between 1 and 65535"
+			}
+		}
+	}
+	return ""
+}
+
+// checkListenAddr checks a host:port to listen on, as net.Listen reads it.
+func checkListenAddr(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "must be host:port, e.g. 127.0.0.1:9101 or :9101"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "must end in a port number between 0 and 65535"
+	}
+	return ""
 }
 
 // validate checks the MESH settings. Credentials are only demanded when the process will talk to MESH,

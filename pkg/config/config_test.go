@@ -70,6 +70,15 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		{"bad log level", map[string]string{"LOG_LEVEL": "loud"}, loadProducer, "LOG_LEVEL"},
 		{"bad schedule", map[string]string{"PRODUCER_SCHEDULE": "every night"}, loadProducer, "PRODUCER_SCHEDULE"},
 		{"bad database url", map[string]string{"DATABASE_URL": "mysql://x"}, loadProducer, "DATABASE_URL"},
+		{"unparseable database url", map[string]string{"DATABASE_URL": "postgres://u:hunter22@[bad"}, loadSender, "DATABASE_URL"},
+		{"database url bad port", map[string]string{"DATABASE_URL": "postgres://u:hunter22@db:notaport/dps"}, loadTracker, "DATABASE_URL"},
+		{"database url bad sslmode", map[string]string{"DATABASE_URL": "postgres://db/dps?sslmode=sometimes"}, loadProducer, "DATABASE_URL"},
+		{"nats url scheme", map[string]string{"NATS_URL": "http://127.0.0.1:4222"}, loadProducer, "NATS_URL"},
+		{"nats url no host", map[string]string{"NATS_URL": "nats://:4222"}, loadSender, "NATS_URL"},
+		{"nats url bad port", map[string]string{"NATS_URL": "nats://tok3n-secret@host:99999"}, loadTracker, "NATS_URL"},
+		{"nats url empty entry", map[string]string{"NATS_URL": "nats://a:4222,,nats://b:4222"}, loadProducer, "NATS_URL"},
+		{"http addr no port", map[string]string{"HTTP_ADDR": "nonsense"}, loadProducer, "HTTP_ADDR"},
+		{"http addr bad port", map[string]string{"HTTP_ADDR": "127.0.0.1:http-ish"}, loadSender, "HTTP_ADDR"},
 		{"gate on, no mailbox", map[string]string{"MESH_JOBS_ENABLED": "true"}, loadSender, "MESH_MAILBOX"},
 		{"gate on, no workflow", without(meshOn, "MESH_DPS_WORKFLOW_ID"), loadSender, "MESH_DPS_WORKFLOW_ID"},
 		{"chunk too large", with(meshOn, "MESH_CHUNK_SIZE", "200000000"), loadSender, "MESH_CHUNK_SIZE"},
@@ -157,3 +166,40 @@ func without(m map[string]string, k string) map[string]string {
 }
 
 func reflectType(v any) reflect.Type { return reflect.TypeOf(v) }
+
+// TestEverySecretFromFile: each secret variable may be given as <NAME>_FILE, and the value read (less a
+// trailing newline) is the one used.
+func TestEverySecretFromFile(t *testing.T) {
+	tests := []struct {
+		name  string
+		value string
+		get   func(Sender) string
+	}{
+		{"DATABASE_URL", "postgres://dps:file-pw@db:5432/dps?sslmode=disable", func(s Sender) string { return s.DatabaseURL }},
+		{"NATS_URL", "nats://user:file-pw@nats:4222", func(s Sender) string { return s.NATSURL }},
+		{"MESH_PASSWORD", "file-password", func(s Sender) string { return s.Password }},
+		{"MESH_SHARED_KEY", "file-shared-key", func(s Sender) string { return s.SharedKey }},
+		{"MESH_PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----", func(s Sender) string { return s.PrivateKey }},
+		{"MESH_PRIVATE_KEY_PASSPHRASE", "file-passphrase", func(s Sender) string { return s.PrivateKeyPassphrase }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			if tt.name == "MESH_PRIVATE_KEY" {
+				t.Setenv("MESH_CERTIFICATE", "-----BEGIN CERTIFICATE-----")
+			}
+			path := filepath.Join(t.TempDir(), "secret")
+			if err := os.WriteFile(path, []byte(tt.value+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv(tt.name+"_FILE", path)
+			s, err := LoadSender()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.get(s); got != tt.value {
+				t.Errorf("%s from file = %q, want %q", tt.name, got, tt.value)
+			}
+		})
+	}
+}

@@ -156,6 +156,19 @@ func (e *Exporter) Export(ctx context.Context, req Request, opts ...Option) ([]R
 	return results, nil
 }
 
+// ProgrammeCodes returns the code of every programme in the database, in code order.
+func (e *Exporter) ProgrammeCodes(ctx context.Context) ([]string, error) {
+	progs, err := e.programmes(ctx, AllProgrammes)
+	if err != nil {
+		return nil, err
+	}
+	codes := make([]string, len(progs))
+	for i, p := range progs {
+		codes[i] = p.code
+	}
+	return codes, nil
+}
+
 // programmes resolves a request's programme to the rows it names.
 func (e *Exporter) programmes(ctx context.Context, code string) ([]programme, error) {
 	var rows pgx.Rows

@@ -41,7 +41,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"status"}),
 	}
 	reg.MustRegister(m.RequestsReceived, m.ExportsCreated, m.RowsExported, m.RowsRefused, m.DeadLetters, m.ExportDuration)
+	// Every series whose labels are known in advance starts at zero, so /metrics names each metric from
+	// the first scrape and a rate() over a counter's first increment is not lost.
+	for _, outcome := range []string{"exported", "dead_lettered", "retried"} {
+		m.RequestsReceived.WithLabelValues(outcome)
+	}
+	for _, kind := range []string{"invalid", "unknown_programme", "retries_exhausted"} {
+		m.DeadLetters.WithLabelValues(kind)
+	}
+	for _, status := range []Status{Created, Existing, NothingToSend, DryRun} {
+		m.ExportDuration.WithLabelValues(string(status))
+	}
 	return m
+}
+
+// InitProgrammes starts the per-programme series at zero for each code, so that a programme that has
+// not exported yet shows 0 rather than no series.
+func (m *Metrics) InitProgrammes(codes []string) {
+	if m == nil {
+		return
+	}
+	for _, c := range codes {
+		m.ExportsCreated.WithLabelValues(c)
+		m.RowsExported.WithLabelValues(c)
+		m.RowsRefused.WithLabelValues(c)
+	}
 }
 
 func (m *Metrics) observe(res Result, err error, took time.Duration) {

@@ -29,6 +29,10 @@ type RequestConsumer struct {
 	// RetryDelay is the delay before the first redelivery of a request that failed for a reason that
 	// may pass (an outage); it doubles with each delivery up to MaxRetryDelay.
 	RetryDelay, MaxRetryDelay time.Duration
+	// MaxDeliver is the consumer's delivery limit; Run reads it from the consumer when it is 0. The last
+	// delivery of a request that still fails is dead-lettered with its error instead of being naked
+	// once more, because the server would never deliver it again: without this it would stop silently.
+	MaxDeliver int
 }
 
 // NewRequestConsumer returns a consumer running requests through exporter.
@@ -49,6 +53,9 @@ func (c *RequestConsumer) Run(ctx context.Context) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(1))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", bus.ConsumerProducer, err)
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = cons.CachedInfo().Config.MaxDeliver
 	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
@@ -86,7 +93,9 @@ func (c *RequestConsumer) handleDraining(ctx context.Context, msg jetstream.Msg)
 
 // Handle processes one delivery and settles it: DoubleAck on success; dead letter then ack for a
 // request that can never succeed (not JSON, breaks the schema, unknown programme); NakWithDelay for
-// anything that may succeed later (database or NATS outage), so a request is never lost.
+// anything that may succeed later (database or NATS outage), so a request is never lost; on the
+// consumer's last delivery a request that still fails is dead-lettered with its error (kind
+// "retries_exhausted"), so that giving up is visible and the request can be replayed.
 func (c *RequestConsumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	log := c.log.With(slog.String("subject", msg.Subject()))
 	if md, err := msg.Metadata(); err == nil {
@@ -107,6 +116,9 @@ func (c *RequestConsumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	switch {
 	case errors.As(err, &unknown):
 		c.deadLetter(ctx, log, msg, "unknown_programme", unknown.Error())
+	case err != nil && c.lastDelivery(msg):
+		c.deadLetter(ctx, log, msg, "retries_exhausted", fmt.Sprintf(
+			"gave up after %d deliveries; the request stays in %s for `producer replay`: %v", c.MaxDeliver, bus.StreamRequests, err))
 	case err != nil:
 		delay := c.retryDelay(msg)
 		log.Warn("export request failed; will retry", slog.Any("error", err), slog.Duration("retry_in", delay))
@@ -148,6 +160,15 @@ func (c *RequestConsumer) deadLetter(ctx context.Context, log *slog.Logger, msg 
 		// Redelivery dead-letters it again under the same Nats-Msg-Id, which the stream drops.
 		log.Warn("ack of a dead-lettered request failed", slog.Any("error", err))
 	}
+}
+
+// lastDelivery reports whether the server will not deliver msg again after this delivery.
+func (c *RequestConsumer) lastDelivery(msg jetstream.Msg) bool {
+	if c.MaxDeliver <= 0 {
+		return false
+	}
+	md, err := msg.Metadata()
+	return err == nil && md.NumDelivered >= uint64(c.MaxDeliver)
 }
 
 // heartbeat reports msg in progress until the returned stop is called.

@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -167,5 +168,65 @@ func TestOutageRetried(t *testing.T) {
 	healthy.Handle(t.Context(), msg)
 	if n := e.count(`SELECT count(*) FROM dps_exports WHERE request_id = 'outage-1'`); n != 1 {
 		t.Fatalf("%d exports after recovery, want 1", n)
+	}
+}
+
+// TestLastDeliveryDeadLettered: a request that still fails on the consumer's last delivery is
+// dead-lettered with its error and acked, so that giving up is visible, not silent; earlier
+// deliveries are naked for a retry.
+func TestLastDeliveryDeadLettered(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxDeliver int
+		wantDead   int
+	}{
+		{"first of several deliveries is retried", 3, 0},
+		{"last delivery is dead-lettered", 1, 1},
+		{"no limit known: retried", 0, 0},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			down := e.newPool()
+			down.Close()
+			c := NewRequestConsumer(e.exporter(down), e.js, e.log, nil)
+			c.RetryDelay, c.MaxDeliver = time.Hour, tt.maxDeliver
+			id := fmt.Sprintf("exhausted-%d", i)
+			req := bus.ExportRequest{RequestID: id, Programme: "HPV", RequestedBy: "test", RequestedAt: time.Now()}
+			if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, id, req); err != nil {
+				t.Fatal(err)
+			}
+			cons, err := e.js.Consumer(t.Context(), bus.StreamRequests, bus.ConsumerProducer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := <-batch.Messages()
+			if msg == nil {
+				t.Fatal("no message delivered")
+			}
+			c.Handle(t.Context(), msg)
+			if n := e.streamCount(bus.StreamDeadLetter, bus.SubjectDeadLetterRequest); n != uint64(tt.wantDead) {
+				t.Fatalf("%d dead letters, want %d", n, tt.wantDead)
+			}
+			if tt.wantDead == 0 {
+				return
+			}
+			s, _ := e.js.Stream(t.Context(), bus.StreamDeadLetter)
+			raw, err := s.GetLastMsgForSubject(t.Context(), bus.SubjectDeadLetterRequest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dl bus.DeadLetterMessage
+			if err := json.Unmarshal(raw.Data, &dl); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(dl.Reason, "gave up after 1 deliveries") || dl.Payload == "" {
+				t.Errorf("dead letter %+v", dl)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package logging
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -74,9 +75,53 @@ func redactAttr(a slog.Attr) slog.Attr {
 			return slog.String(a.Key, ScrubString(v.String()))
 		case []byte:
 			return slog.String(a.Key, ScrubString(string(v)))
+		default:
+			return slog.Any(a.Key, redactComposite(v))
 		}
 	}
 	return a
+}
+
+// redactComposite masks a struct, map, slice or pointer logged with slog.Any. The handlers below would
+// print its fields under their Go or JSON names (a Record's Forename, a map's "nhs_number"), so it is
+// taken through its JSON form, where every object key is checked like an attribute key and every string
+// is scrubbed. Unexported fields do not survive JSON, which is the safe direction; a value that cannot
+// be marshalled is not logged at all.
+func redactComposite(v any) any {
+	if v == nil {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Redacted
+	}
+	var tree any
+	if err := json.Unmarshal(b, &tree); err != nil {
+		return Redacted
+	}
+	return redactJSON(tree)
+}
+
+func redactJSON(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			if SensitiveKey(k) {
+				t[k] = Redacted
+			} else {
+				t[k] = redactJSON(e)
+			}
+		}
+		return t
+	case []any:
+		for i, e := range t {
+			t[i] = redactJSON(e)
+		}
+		return t
+	case string:
+		return ScrubString(t)
+	}
+	return v
 }
 
 // Substrings that make a key sensitive wherever they appear in it.

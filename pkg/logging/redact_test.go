@@ -110,3 +110,51 @@ func TestParseLevel(t *testing.T) {
 		t.Error("ParseLevel(loud) want error")
 	}
 }
+
+// vaccination stands for a domain struct logged whole by mistake, as dps.Record would be.
+type vaccination struct {
+	UUID               string
+	NHSNumber          string
+	Forename, Surname  string
+	VaccinatorFullName string
+	Contact            map[string]string
+	Rows               int
+}
+
+// TestStructsAndMapsRedacted: a struct, map or slice logged with slog.Any is masked field by field in
+// both formats, not printed with its Go field names.
+func TestStructsAndMapsRedacted(t *testing.T) {
+	v := vaccination{UUID: "496e37d8-d1ab-4e12-a3a3-9c2e136a0504", NHSNumber: "9992686766", Forename: "Brenton",
+		Surname: "Waters", VaccinatorFullName: "Nurse Joy", Contact: map[string]string{"postcode": "UC0W 0JL", "note": "nhs 9992686766"}, Rows: 3}
+	tests := []struct {
+		name  string
+		value any
+	}{
+		{"struct", v},
+		{"pointer to struct", &v},
+		{"map", map[string]any{"nhs_number": "9992686766", "given_name": "Brenton", "family_name": "Waters", "Postcode": "UC0W 0JL", "dob": "20120818"}},
+		{"slice of structs", []vaccination{v, v}},
+		{"unmarshallable", map[string]any{"f": func() {}, "surname": "Waters"}},
+	}
+	for _, format := range []string{FormatJSON, FormatText} {
+		for _, tt := range tests {
+			t.Run(format+"/"+tt.name, func(t *testing.T) {
+				var buf bytes.Buffer
+				log, err := New(&buf, slog.LevelInfo, format)
+				if err != nil {
+					t.Fatal(err)
+				}
+				log.Info("record", slog.Any("record", tt.value))
+				out := buf.String()
+				for _, leaked := range []string{"9992686766", "Brenton", "Waters", "Nurse", "UC0W", "20120818"} {
+					if strings.Contains(out, leaked) {
+						t.Errorf("log line leaks %q: %s", leaked, out)
+					}
+				}
+				if strings.HasPrefix(tt.name, "struct") && !strings.Contains(out, "496e37d8-d1ab-4e12-a3a3-9c2e136a0504") {
+					t.Errorf("the record UUID, which is no identifier of a person, was lost: %s", out)
+				}
+			})
+		}
+	}
+}
