@@ -70,7 +70,7 @@ type Batch struct {
 	WaitForLock bool
 	// DeadLetter builds the dead letter for the batch with reason; it is enqueued in the same
 	// transaction that marks the export failed. Nil: no dead letter (replay of a forced re-send).
-	DeadLetter func(reason string) (subject, msgID string, v any)
+	DeadLetter func(reason string) (subject, msgID string, v any, err error)
 }
 
 // Result says what Deliver did.
@@ -157,11 +157,11 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 		}
 	}
 
-	file, err := s.verifyObject(ctx, b.Ready)
-	if err != nil {
-		return s.transientOrFinal(ctx, lock, b, exp, res, 0, err)
-	}
-	res.Bytes = file.size
+	// The file is read and verified while Postgres commits the attempt: the two are independent, and
+	// the commit's fsync is the longest wait of a small file's delivery. Nothing is sent before both
+	// are done, so a corrupt or missing file still never reaches MESH.
+	verifying := s.verifyObjectAsync(ctx, b.Ready)
+	defer verifying.stop()
 
 	attempt, localID, err := lock.recordAttempt(ctx, fromStatuses)
 	if err != nil {
@@ -169,6 +169,14 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 	}
 	res.Attempt, res.LocalID = attempt, localID
 	log = log.With(slog.String("mesh_local_id", localID), slog.Int("attempt", attempt))
+
+	file, err := verifying.wait()
+	if err != nil {
+		// The attempt is recorded but certainly not sent: say so, so that no later delivery asks MESH.
+		_ = lock.setAttemptOutcome(ctx, attempt, attemptNotSent, err.Error())
+		return s.transientOrFinal(ctx, lock, b, exp, res, attempt, err)
+	}
+	res.Bytes = file.size
 
 	started := time.Now()
 	messageID, err := s.send(ctx, b.Ready, file, exp.Filename, localID)
@@ -298,6 +306,36 @@ func (s *Sender) verifyObject(ctx context.Context, r bus.ExportReady) (*verified
 		f.data = buf.Bytes()
 	}
 	return f, nil
+}
+
+// pendingFile is a verifyObject running alongside the rest of a delivery.
+type pendingFile struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	file   *verifiedFile
+	err    error
+}
+
+// verifyObjectAsync starts verifyObject; wait returns its result, stop abandons it and waits until it
+// has let go of the object.
+func (s *Sender) verifyObjectAsync(ctx context.Context, r bus.ExportReady) *pendingFile {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &pendingFile{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(p.done)
+		p.file, p.err = s.verifyObject(ctx, r)
+	}()
+	return p
+}
+
+func (p *pendingFile) wait() (*verifiedFile, error) {
+	<-p.done
+	return p.file, p.err
+}
+
+func (p *pendingFile) stop() {
+	p.cancel()
+	<-p.done
 }
 
 func objectError(r bus.ExportReady, err error) error {
@@ -458,7 +496,10 @@ func (s *Sender) fail(ctx context.Context, lock *exportLock, b Batch, exp export
 			return err
 		}
 		if b.DeadLetter != nil {
-			subject, msgID, v := b.DeadLetter(reason)
+			subject, msgID, v, err := b.DeadLetter(reason)
+			if err != nil {
+				return err
+			}
 			return outbox.Enqueue(ctx, tx, subject, msgID, v)
 		}
 		return nil
@@ -479,8 +520,10 @@ func (s *Sender) failWithoutExport(ctx context.Context, b Batch, res Result, cau
 		return res
 	}
 	reason := CodeNoExport + ": " + cause.Error()
-	subject, msgID, v := b.DeadLetter(reason)
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return outbox.Enqueue(ctx, tx, subject, msgID, v) })
+	subject, msgID, v, err := b.DeadLetter(reason)
+	if err == nil {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return outbox.Enqueue(ctx, tx, subject, msgID, v) })
+	}
 	if err != nil {
 		return s.retry(res, fmt.Errorf("dead-letter batch for missing export %s: %w", res.ExportID, err))
 	}

@@ -281,9 +281,15 @@ func TestUnusableObjectFailsWithoutSending(t *testing.T) {
 	h.start(h.sender(h.config(), 0))
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			st := h.waitStatus(exports[i].Ready.ExportID, StatusFailed)
-			if st.LastErrorCode != c.code || st.Attempts != 0 {
-				t.Errorf("code %q attempts %d, want %q and 0: %s", st.LastErrorCode, st.Attempts, c.code, st.LastError)
+			id := exports[i].Ready.ExportID
+			st := h.waitStatus(id, StatusFailed)
+			// The attempt is recorded while the file is verified, and ends refused before any send.
+			if st.LastErrorCode != c.code || st.Attempts != 1 {
+				t.Errorf("code %q attempts %d, want %q and 1: %s", st.LastErrorCode, st.Attempts, c.code, st.LastError)
+			}
+			var outcome string
+			if err := h.Pool.QueryRow(ctx, `SELECT outcome FROM dps_export_attempts WHERE export_id = $1 AND attempt = 1`, id).Scan(&outcome); err != nil || outcome != attemptPermanentError {
+				t.Errorf("attempt 1 outcome %q (%v), want %q", outcome, err, attemptPermanentError)
 			}
 		})
 	}
@@ -489,11 +495,12 @@ func TestShutdownCancelsASlowSendSafely(t *testing.T) {
 	h := newHarness(t)
 	ctx := t.Context()
 	x := h.AddExport(ctx, 1)
-	h.HangSends(1)
+	// The first send hangs until the sender gives up; it never reaches the sandbox's store.
+	h.Sandbox.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSend, Latency: time.Hour, Count: 1})
 	cfg := h.config()
 	cfg.ShutdownGrace = 50 * time.Millisecond
 	stop := h.start(h.sender(cfg, 0))
-	h.WaitFor("the send to start", waitLong, func() bool { return h.HungSends() == 1 })
+	h.WaitFor("the send to start", waitLong, func() bool { return h.Sandbox.Requests(meshsandbox.RouteSend) == 1 })
 	stop() // returns once the grace has passed and the send was cancelled
 
 	st := h.State(ctx, x.Ready.ExportID)

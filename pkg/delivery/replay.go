@@ -30,11 +30,7 @@ func (s *Sender) ReplayHandler(force, dryRun bool) replay.Handler {
 		if !s.cfg.JobsEnabled || s.mesh == nil {
 			return replay.Failed, "", errors.New("MESH_JOBS_ENABLED is false: nothing can be sent (use --dry-run to look)")
 		}
-		md, err := msg.Metadata()
-		if err != nil {
-			return replay.Failed, "", fmt.Errorf("batch metadata: %w", err)
-		}
-		res := s.Deliver(ctx, Batch{Ready: ready, Force: force, WaitForLock: true, DeadLetter: deadLetterFor(msg, md)})
+		res := s.Deliver(ctx, Batch{Ready: ready, Force: force, WaitForLock: true, DeadLetter: deadLetterFor(msg)})
 		id := ready.ExportID
 		switch res.Outcome {
 		case Sent:

@@ -2,13 +2,11 @@ package delivery
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -267,7 +265,7 @@ func (s *Sender) HandleMsg(ctx context.Context, msg jetstream.Msg) {
 		Ready:        ready,
 		LastDelivery: last,
 		WaitForLock:  last,
-		DeadLetter:   deadLetterFor(msg, md),
+		DeadLetter:   deadLetterFor(msg),
 	})
 	stopHeartbeat()
 	hbDone.Wait()
@@ -339,32 +337,15 @@ func failureLabel(code string) string {
 	return "mesh"
 }
 
-// deadLetterFor builds the batch's dead letter the way bus.DeadLetter does, so that it can be
-// enqueued in the transaction that marks the export failed instead of published beside it.
-func deadLetterFor(msg jetstream.Msg, md *jetstream.MsgMetadata) func(reason string) (string, string, any) {
-	return func(reason string) (string, string, any) {
-		data := msg.Data()
-		if reason == "" {
-			reason = "unspecified"
+// deadLetterFor shapes the batch's dead letter with bus.NewDeadLetter, so that it can be enqueued in
+// the transaction that marks the export failed instead of published beside it.
+func deadLetterFor(msg jetstream.Msg) func(reason string) (string, string, any, error) {
+	return func(reason string) (string, string, any, error) {
+		dl, err := bus.NewDeadLetter(bus.StageSender, msg, reason)
+		if err != nil {
+			return "", "", nil, err
 		}
-		dl := bus.DeadLetterMessage{
-			Stage:          bus.StageSender,
-			Subject:        msg.Subject(),
-			Reason:         truncate(reason, 4096),
-			PayloadBase64:  base64.StdEncoding.EncodeToString(data),
-			Headers:        map[string][]string{},
-			Stream:         md.Stream,
-			StreamSeq:      md.Sequence.Stream,
-			Deliveries:     md.NumDelivered,
-			DeadLetteredAt: time.Now().UTC(),
-		}
-		if utf8.Valid(data) {
-			dl.Payload = string(data)
-		}
-		for k, vs := range msg.Headers() {
-			dl.Headers[k] = append([]string(nil), vs...)
-		}
-		return bus.SubjectDeadLetterSender, bus.DeadLetterMsgID(bus.StageSender, md.Stream, md.Sequence.Stream), dl
+		return bus.DeadLetterSubject(bus.StageSender), dl.MsgID(), dl, nil
 	}
 }
 

@@ -1,8 +1,10 @@
 package meshsandbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -195,6 +197,9 @@ func (s *Server) pickFaults(route, method string) (latency time.Duration, action
 func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, route string) bool {
 	latency, f := s.pickFaults(route, r.Method)
 	if latency > 0 {
+		if !s.readBodyFirst(r) {
+			return true // the client went away while sending; nobody reads an answer
+		}
 		t := time.NewTimer(latency)
 		select {
 		case <-t.C:
@@ -227,4 +232,48 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, route strin
 	c := &call{w: w, r: r, version: lenientAPIVersion(r.Header.Get("Accept"))}
 	c.fail(f.Status, statusErr(f.Status), "")
 	return true
+}
+
+// readBodyFirst reads a request's body before a latency fault waits, and puts it back for the
+// handler. net/http only watches a connection for the client hanging up once the body has been
+// read to the end, so without this a client that gives up during the delay is not noticed: the
+// handler sleeps out the whole latency and httptest.Server.Close blocks until it has. A body over
+// MaxChunkBytes is left partly unread for the handler to refuse with 413, as without the fault.
+// With DiscardBodies only the length is kept. false means the body could not be read.
+func (s *Server) readBodyFirst(r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true
+	}
+	limit := s.cfg.MaxChunkBytes + 1
+	if s.cfg.DiscardBodies {
+		n, err := io.Copy(io.Discard, io.LimitReader(r.Body, limit))
+		if err != nil {
+			return false
+		}
+		r.Body = readCloser{io.MultiReader(io.LimitReader(zeros{}, n), r.Body), r.Body}
+		return true
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength < limit {
+		buf.Grow(int(r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, limit)); err != nil {
+		return false
+	}
+	r.Body = readCloser{io.MultiReader(&buf, r.Body), r.Body}
+	return true
+}
+
+// readCloser reads from Reader and closes the original body.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// zeros stands in for a discarded body's bytes.
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }

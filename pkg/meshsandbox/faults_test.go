@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +127,64 @@ func TestFaultLatency(t *testing.T) {
 	s.ClearFaults()
 	s.InjectFault(meshsandbox.Fault{Route: "inbox", Latency: time.Millisecond})
 	wantStatus(t, s.do(t, req{method: "GET", path: mb1 + "/inbox"}), 200) // latency alone lets it through
+}
+
+// A client that gives up on a delayed send is noticed at once, body or not: the send is not stored,
+// the handler returns, and closing the server does not wait out the delay. Bodies and
+// oversized-body refusals still reach the handler as without the fault.
+func TestFaultLatencyNoticesAClientThatGivesUp(t *testing.T) {
+	for _, discard := range []bool{false, true} {
+		t.Run(fmt.Sprintf("discard_bodies=%v", discard), func(t *testing.T) {
+			srv := meshsandbox.New(meshsandbox.Config{SharedKey: sharedKey, Mailboxes: defaultMailboxes(),
+				DiscardBodies: discard, MaxChunkBytes: 1 << 10})
+			hs := httptest.NewServer(srv.Handler())
+			s := &sandbox{Server: srv, url: hs.URL, client: &http.Client{Transport: &http.Transport{}}, now: time.Now}
+			send := func(ctx context.Context, body []byte) (response, error) {
+				return s.sendCtx(t, ctx, sendReq(body))
+			}
+
+			srv.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSend, Latency: time.Hour, Count: 1})
+			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+			defer cancel()
+			if _, err := send(ctx, []byte("a,b\n1,2\n")); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("delayed send: %v, want deadline exceeded", err)
+			}
+			if n := len(srv.Messages(mb1)); n != 0 {
+				t.Errorf("sandbox holds %d messages after a send the client gave up on, want 0", n)
+			}
+
+			srv.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSend, Latency: time.Millisecond})
+			r, err := send(t.Context(), []byte("a,b\n1,2\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantStatus(t, r, http.StatusAccepted)
+			id, _ := r.json(t)["message_id"].(string)
+			if m, ok := srv.Message(id); !ok || m.Size != 8 {
+				t.Errorf("delayed send stored %+v, want 8 bytes", m)
+			}
+			r, err = send(t.Context(), bytes.Repeat([]byte("x"), 2<<10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantStatus(t, r, http.StatusRequestEntityTooLarge)
+
+			// Close waits for every handler; with the hour-long delay still running it would hang.
+			s.client.CloseIdleConnections()
+			closed := make(chan struct{})
+			go func() { hs.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(30 * time.Second): // a safety net for a broken fix, not a timing assertion
+				t.Fatal("httptest.Server.Close still waiting for the delayed handler")
+			}
+		})
+	}
+}
+
+func sendReq(body []byte) req {
+	return req{method: "POST", path: mb1 + "/outbox", body: body, header: map[string]string{
+		"mex-To": mb2, "mex-WorkflowID": "DPS", "mex-FileName": "f.csv", "Content-Type": "text/csv"}}
 }
 
 func TestFaultDrop(t *testing.T) {

@@ -2,6 +2,7 @@ package meshsandbox_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -119,11 +120,16 @@ func (s *sandbox) do(t *testing.T, r req) response {
 
 func (s *sandbox) send(t *testing.T, r req) (response, error) {
 	t.Helper()
+	return s.sendCtx(t, t.Context(), r)
+}
+
+func (s *sandbox) sendCtx(t *testing.T, ctx context.Context, r req) (response, error) {
+	t.Helper()
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
 	}
-	hr, err := http.NewRequestWithContext(t.Context(), r.method, s.url+"/messageexchange/"+r.path, body)
+	hr, err := http.NewRequestWithContext(ctx, r.method, s.url+"/messageexchange/"+r.path, body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,11 +12,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,46 +55,6 @@ type Env struct {
 	MESHURL string
 
 	programmeID, teamID, patientID int64
-
-	hangMu    sync.Mutex
-	hangNext  int
-	hungSends int
-}
-
-// HangSends makes the next n first-chunk sends hang until the client gives up; they never reach the
-// sandbox, as a request lost in a network partition would not.
-func (e *Env) HangSends(n int) {
-	e.hangMu.Lock()
-	defer e.hangMu.Unlock()
-	e.hangNext = n
-}
-
-// HungSends counts the sends HangSends has caught so far.
-func (e *Env) HungSends() int {
-	e.hangMu.Lock()
-	defer e.hangMu.Unlock()
-	return e.hungSends
-}
-
-func (e *Env) hangingSends(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/outbox") {
-			e.hangMu.Lock()
-			hang := e.hangNext > 0
-			if hang {
-				e.hangNext--
-				e.hungSends++
-			}
-			e.hangMu.Unlock()
-			if hang {
-				// Reading the body lets the server notice the client going away.
-				_, _ = io.Copy(io.Discard, r.Body)
-				<-r.Context().Done()
-				return
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // Options adjust New.
@@ -134,7 +91,7 @@ func New(tb testing.TB, o Options) *Env {
 			{ID: DPSMailbox, Password: DPSPassword, Workflows: []string{WorkflowID}, Name: "DPS"},
 		},
 	})
-	srv := httptest.NewServer(e.hangingSends(e.Sandbox.Handler()))
+	srv := httptest.NewServer(e.Sandbox.Handler())
 	tb.Cleanup(srv.Close)
 	e.MESHURL = srv.URL
 
