@@ -33,13 +33,12 @@ func Enqueue(ctx context.Context, tx pgx.Tx, subject, msgID string, v any) error
 	if err := schemas.Validate(subject, payload); err != nil {
 		return fmt.Errorf("outbox %s: %w", subject, err)
 	}
-	if _, err := tx.Exec(ctx,
-		`INSERT INTO dps_outbox (subject, msg_id, payload) VALUES ($1, $2, $3)`,
-		subject, msgID, payload); err != nil {
+	// One round trip: the notification is delivered only if the transaction commits.
+	if _, err := tx.Exec(ctx, `
+		WITH queued AS (INSERT INTO dps_outbox (subject, msg_id, payload) VALUES ($1, $2, $3) RETURNING id)
+		SELECT pg_notify($4, '') FROM queued`,
+		subject, msgID, payload, notifyChannel); err != nil {
 		return fmt.Errorf("outbox %s: insert: %w", subject, err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
-		return fmt.Errorf("outbox %s: notify: %w", subject, err)
 	}
 	return nil
 }
