@@ -57,12 +57,8 @@ func runReplay(ctx context.Context, cfg config.Tracker, log *slog.Logger, opts *
 		if err != nil {
 			return err
 		}
-		ro.Tracker, err = tracking.New(tracking.Config{
-			Pool: deps.Pool, JS: deps.JS, MESH: client, JobsEnabled: true,
-			PollInterval: cfg.PollInterval, HandshakeInterval: cfg.HandshakeInterval, BatchSize: cfg.BatchSize,
-			MaxBackoff: cfg.MaxBackoff, UnknownTimeout: cfg.UnknownTimeout, Logger: log,
-		})
-		if err != nil {
+		// Only TrackNow is called: the tracker is not run, so it needs no metrics registry.
+		if ro.Tracker, err = tracking.New(trackingConfig(cfg, deps, client, log)); err != nil {
 			return err
 		}
 	}

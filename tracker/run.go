@@ -34,19 +34,9 @@ func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
 		}
 	}
 	reg := health.NewRegistry()
-	tr, err := tracking.New(tracking.Config{
-		Pool:              deps.Pool,
-		JS:                deps.JS,
-		MESH:              client,
-		JobsEnabled:       cfg.JobsEnabled,
-		PollInterval:      cfg.PollInterval,
-		HandshakeInterval: cfg.HandshakeInterval,
-		BatchSize:         cfg.BatchSize,
-		MaxBackoff:        cfg.MaxBackoff,
-		UnknownTimeout:    cfg.UnknownTimeout,
-		Logger:            log,
-		Metrics:           tracking.NewMetrics(reg, deps.Pool, log),
-	})
+	tcfg := trackingConfig(cfg, deps, client, log)
+	tcfg.Metrics = tracking.NewMetrics(reg, deps.Pool, log)
+	tr, err := tracking.New(tcfg)
 	if err != nil {
 		return err
 	}
@@ -80,4 +70,21 @@ func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
 	}
 	log.Info("tracker stopped")
 	return err
+}
+
+// trackingConfig maps the TRACKER_* settings onto a tracking.Config, for `tracker run` and for
+// `tracker replay --force`, which tracks with the same settings.
+func trackingConfig(cfg config.Tracker, deps *process.Deps, client *mesh.Client, log *slog.Logger) tracking.Config {
+	return tracking.Config{
+		Pool:              deps.Pool,
+		JS:                deps.JS,
+		MESH:              client,
+		JobsEnabled:       cfg.JobsEnabled,
+		PollInterval:      cfg.PollInterval,
+		HandshakeInterval: cfg.HandshakeInterval,
+		BatchSize:         cfg.BatchSize,
+		MaxBackoff:        cfg.MaxBackoff,
+		UnknownTimeout:    cfg.UnknownTimeout,
+		Logger:            log,
+	}
 }

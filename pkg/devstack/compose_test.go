@@ -7,11 +7,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 )
 
 // loadCompose loads ../../compose.yaml as `docker compose config` would (interpolation, normalisation,
@@ -328,4 +330,38 @@ func TestDevstackEnvironmentIsKnown(t *testing.T) {
 		env[k] = &v
 	}
 	assertKnownVariables(t, "devstack", env)
+}
+
+// TestComposeStopGrace: Docker waits longer after SIGTERM than the processes take to finish the work
+// in hand, so that a stop never kills a sender mid-send or a tracker mid-batch.
+func TestComposeStopGrace(t *testing.T) {
+	p := loadCompose(t, nil)
+	senderGrace, err := time.ParseDuration(*p.Services["sender"].Environment["SENDER_SHUTDOWN_GRACE"])
+	if err != nil {
+		t.Fatalf("sender SENDER_SHUTDOWN_GRACE: %v", err)
+	}
+	for name, drain := range map[string]time.Duration{"sender": senderGrace, "tracker": tracking.DefaultShutdownGrace} {
+		s := p.Services[name]
+		if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= drain {
+			t.Errorf("%s stop_grace_period %v, want more than its %s drain", name, s.StopGracePeriod, drain)
+		}
+	}
+}
+
+// TestComposeAllProfiles: both profiles together load and validate, as `docker compose --profile
+// go-sandbox --profile cluster config` would.
+func TestComposeAllProfiles(t *testing.T) {
+	p := loadCompose(t, []string{"go-sandbox", "cluster"},
+		"MESH_BASE_URL=https://mesh-sandbox-go:8700",
+		"NATS_URL=nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222", "NATS_STREAM_REPLICAS=3")
+	if len(p.DisabledServices) != 0 {
+		t.Errorf("services left disabled with every profile: %v", serviceNames(p.DisabledServices))
+	}
+	for _, name := range pipeline {
+		for dep := range p.Services[name].DependsOn {
+			if _, ok := p.Services[dep]; !ok {
+				t.Errorf("%s depends on %s, which is not defined", name, dep)
+			}
+		}
+	}
 }

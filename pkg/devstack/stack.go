@@ -53,11 +53,6 @@ type Config struct {
 	LogLevel string
 	// BinDir holds the built producer, sender and tracker; empty means a directory under the work dir.
 	BinDir string
-	// AckWait, when set, replaces the durable consumers' ack waits once the children have started
-	// (they apply the production topology, 5 minutes for the sender, as they start). Tests that
-	// restart NATS use it: a batch the server delivered just as it stopped is only redelivered after
-	// the ack wait, and the test should not wait five minutes for it.
-	AckWait time.Duration
 	// Stdout receives the lifecycle; Stderr the children's logs, each line prefixed with its name.
 	Stdout, Stderr io.Writer
 }
@@ -211,12 +206,6 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	if err := s.startChildren(ctx); err != nil {
 		return nil, err
-	}
-	if cfg.AckWait > 0 {
-		if err := bus.EnsureTopology(ctx, s.js, bus.WithAckWait(cfg.AckWait, cfg.AckWait)); err != nil {
-			return nil, fmt.Errorf("shorten ack waits: %w", err)
-		}
-		s.out.printf("consumers     ack wait %s (test setting; production: 5m sender, 1m others)", cfg.AckWait)
 	}
 	return s, nil
 }

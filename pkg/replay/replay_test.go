@@ -251,3 +251,26 @@ func TestRunUnknownStream(t *testing.T) {
 		t.Fatal("want an error for a missing stream")
 	}
 }
+
+// TestPrintHeader: the header counts the messages in plain English, as an operator reads it.
+func TestPrintHeader(t *testing.T) {
+	entry := replay.Entry{Seq: 3, Subject: "t.a", Outcome: replay.Skipped, Detail: "already sent"}
+	tests := []struct {
+		entries []replay.Entry
+		want    string
+	}{
+		{nil, "replay of TEST (t.a), seq 3..end: 0 messages\n"},
+		{[]replay.Entry{entry}, "replay of TEST (t.a), seq 3..end: 1 message\n"},
+		{[]replay.Entry{entry, entry}, "replay of TEST (t.a), seq 3..end: 2 messages\n"},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		sum := replay.Summary{Stream: "TEST", Filter: "t.a", Range: replay.Range{FromSeq: 3}, Entries: tt.entries}
+		if err := sum.Print(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, _ := strings.Cut(buf.String(), "\n"); got+"\n" != tt.want {
+			t.Errorf("header %q, want %q", got, strings.TrimSuffix(tt.want, "\n"))
+		}
+	}
+}

@@ -15,7 +15,11 @@ func (s Summary) Print(w io.Writer) error {
 	if s.Filter != "" {
 		stream += " (" + s.Filter + ")"
 	}
-	fmt.Fprintf(tw, "replay of %s, %s: %d messages\n", stream, s.Range, len(s.Entries))
+	noun := "messages"
+	if len(s.Entries) == 1 {
+		noun = "message"
+	}
+	fmt.Fprintf(tw, "replay of %s, %s: %d %s\n", stream, s.Range, len(s.Entries), noun)
 	for _, o := range Outcomes {
 		fmt.Fprintf(tw, "  %s\t%d\n", o, s.Count(o))
 	}

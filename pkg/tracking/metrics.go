@@ -51,6 +51,11 @@ func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool, log *slog.Logger)
 	for _, k := range []string{errTransient, errPermanent, errUnknown} {
 		m.TrackingErrors.WithLabelValues(k)
 	}
+	// Every series exists from the start, so that an alert on rate(...{status="failed"}) sees a zero
+	// rather than nothing until the first failure.
+	for _, s := range []string{statusAcknowledged, statusFailed} {
+		m.Transitions.WithLabelValues(s)
+	}
 	reg.MustRegister(m.SentToAcknowledged, m.Handshakes, m.TrackingErrors, m.Transitions)
 	if pool != nil {
 		reg.MustRegister(&statusCollector{pool: pool, log: log})

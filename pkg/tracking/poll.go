@@ -36,19 +36,24 @@ type dueExport struct {
 	UnknownFor *time.Duration
 }
 
+// dueColumns are the columns scanDue reads, from dps_exports e joined to programmes p.
+const dueColumns = `e.id::text, p.code, coalesce(e.mesh_message_id, ''), e.sent_at, e.track_failures,
+       extract(epoch FROM now() - e.tracking_unknown_since)::float8`
+
 const selectDue = `
-SELECT e.id::text, p.code, coalesce(e.mesh_message_id, ''), e.sent_at, e.track_failures,
-       extract(epoch FROM now() - e.tracking_unknown_since)::float8
+SELECT ` + dueColumns + `
 FROM dps_exports e JOIN programmes p ON p.id = e.programme_id
 WHERE e.status = 'accepted' AND (e.next_track_at IS NULL OR e.next_track_at <= now())
 ORDER BY e.next_track_at NULLS FIRST
 LIMIT $1
 FOR UPDATE OF e SKIP LOCKED`
 
-func scanDue(row pgx.CollectableRow) (dueExport, error) {
+// scanDue reads dueColumns, then any columns the query adds after them into extra.
+func scanDue(row pgx.Row, extra ...any) (dueExport, error) {
 	var e dueExport
 	var unknownSecs *float64
-	if err := row.Scan(&e.ID, &e.Programme, &e.MessageID, &e.SentAt, &e.TrackFailures, &unknownSecs); err != nil {
+	dest := append([]any{&e.ID, &e.Programme, &e.MessageID, &e.SentAt, &e.TrackFailures, &unknownSecs}, extra...)
+	if err := row.Scan(dest...); err != nil {
 		return e, err
 	}
 	if unknownSecs != nil {
@@ -77,7 +82,7 @@ func (t *Tracker) TrackDue(ctx context.Context) (BatchResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("select due exports: %w", err)
 	}
-	due, err := pgx.CollectRows(rows, scanDue)
+	due, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (dueExport, error) { return scanDue(row) })
 	if err != nil {
 		return res, fmt.Errorf("select due exports: %w", err)
 	}

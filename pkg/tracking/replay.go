@@ -26,24 +26,17 @@ func (t *Tracker) TrackNow(ctx context.Context, exportID string) (string, error)
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
 	var status string
-	row := tx.QueryRow(ctx, `
-		SELECT e.status, e.id::text, p.code, coalesce(e.mesh_message_id, ''), e.sent_at, e.track_failures,
-		       extract(epoch FROM now() - e.tracking_unknown_since)::float8
+	// FOR UPDATE without SKIP LOCKED: wait for a running tracker's batch that holds the export.
+	e, err := scanDue(tx.QueryRow(ctx, `
+		SELECT `+dueColumns+`, e.status
 		FROM dps_exports e JOIN programmes p ON p.id = e.programme_id
 		WHERE e.id = $1
-		FOR UPDATE OF e`, exportID)
-	var e dueExport
-	var unknownSecs *float64
-	err = row.Scan(&status, &e.ID, &e.Programme, &e.MessageID, &e.SentAt, &e.TrackFailures, &unknownSecs)
+		FOR UPDATE OF e`, exportID), &status)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("track export %s: no such export", exportID)
 	}
 	if err != nil {
 		return "", fmt.Errorf("track export %s: %w", exportID, err)
-	}
-	if unknownSecs != nil {
-		d := secondsToDuration(*unknownSecs)
-		e.UnknownFor = &d
 	}
 	if e.MessageID == "" && status != statusAccepted {
 		return "export " + status + ", no MESH message id to track", nil
