@@ -33,6 +33,10 @@ type command struct {
 	// replay
 	replay      *replay.Options
 	replayRange replay.Range
+
+	// dead-letters, redrive
+	deadLetters deadLetterOptions
+	redriveSeqs []uint64
 }
 
 var programmeCode = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
@@ -64,6 +68,9 @@ func parseCommand(args []string, stderr io.Writer) (command, error) {
 		fs.StringVar(&cmd.requestID, "request-id", "", "request id (default: a new UUID); also the Nats-Msg-Id")
 	case "replay":
 		cmd.replay = replay.ParseFlags(fs)
+	case "dead-letters":
+		cmd.deadLetters.define(fs)
+	case "redrive":
 	default:
 		printUsage(stderr)
 		return cmd, process.Usagef("unknown command %q", cmd.name)
@@ -73,6 +80,14 @@ func parseCommand(args []string, stderr io.Writer) (command, error) {
 			return cmd, errHelp
 		}
 		return cmd, process.Usagef("%s: %v", cmd.name, err)
+	}
+	if cmd.name == "redrive" {
+		seqs, err := parseRedriveSeqs(fs.Args())
+		if err != nil {
+			return cmd, err
+		}
+		cmd.redriveSeqs = seqs
+		return cmd, nil
 	}
 	if fs.NArg() > 0 {
 		return cmd, process.Usagef("%s: unexpected argument %q", cmd.name, fs.Arg(0))
@@ -101,6 +116,10 @@ func parseCommand(args []string, stderr io.Writer) (command, error) {
 			return cmd, process.Usagef("replay: %v", err)
 		}
 		cmd.replayRange = r
+	case "dead-letters":
+		if err := cmd.deadLetters.check(time.Now()); err != nil {
+			return cmd, err
+		}
 	}
 	return cmd, nil
 }

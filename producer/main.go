@@ -1,7 +1,8 @@
 // Command producer turns export requests into DPS files: it consumes dps.export.request, runs its own
 // nightly schedule, builds one file per programme into the Object Store and announces it on
-// dps.export.ready. Its subcommands run the same work once, seed demo data, publish a request and
-// replay past requests. The work itself lives in pkg/export; this package only wires it up.
+// dps.export.ready. Its subcommands run the same work once, seed demo data, publish a request, replay
+// past requests, and list and re-drive dead letters. The work itself lives in pkg/export and pkg/bus;
+// this package only wires it up.
 package main
 
 import (
@@ -53,6 +54,10 @@ commands:
                                         publish an export request on dps.export.request
   replay (--since T [--until T] | --from-seq N [--to-seq N]) [--force] [--dry-run]
                                         re-run request handling over DPS_REQUESTS
+  dead-letters [--stage request|sender|tracker] [--since T] [--limit N] [--json [--show-payload]]
+                                        list dead letters in DPS_DEADLETTER (read-only; NATS only)
+  redrive SEQ [SEQ...]                  publish dead letters' original messages to their subjects again
+                                        (NATS only); exit 1 if any is refused or fails
 
 Configuration comes from the environment (DATABASE_URL, NATS_URL, PRODUCER_SCHEDULE, HTTP_ADDR, ...).
 Run "producer <command> -h" for a command's flags.

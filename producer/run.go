@@ -51,6 +51,10 @@ func run(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger
 		return runRequest(ctx, cfg, cmd, log, stdout)
 	case "replay":
 		return runReplay(ctx, cfg, cmd, log, stdout)
+	case "dead-letters":
+		return runDeadLetters(ctx, cfg, cmd, stdout)
+	case "redrive":
+		return runRedrive(ctx, cfg, cmd, log, stdout)
 	}
 	return process.Usagef("unknown command %q", cmd.name)
 }
