@@ -11,14 +11,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
-	"github.com/nhs-dps/dps-pipeline/pkg/logging"
+	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshcli"
 	"github.com/nhs-dps/dps-pipeline/pkg/process"
 )
@@ -45,56 +45,15 @@ Configuration comes from the environment (DATABASE_URL, NATS_URL, HTTP_ADDR, MES
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		usage(stderr)
-		return process.ExitUsage
-	}
-	name, rest := args[0], args[1:]
-	switch name {
-	case "-h", "--help", "help":
-		usage(stdout)
-		return process.ExitOK
-	case "run":
-		if len(rest) != 0 {
-			fmt.Fprintf(stderr, "sender run: takes no arguments, got %q\n", rest)
-			return process.ExitUsage
-		}
-		cfg, err := config.LoadSender()
-		if err != nil {
-			return process.Fatal(stderr, "sender", err)
-		}
-		log, err := process.NewLogger(cfg.Shared, stderr)
-		if err != nil {
-			return process.Fatal(stderr, "sender", err)
-		}
-		ctx, stop := process.SignalContext()
-		defer stop()
-		return process.Fatal(stderr, "sender", run(ctx, cfg, log))
-	case "replay":
-		ctx, stop := process.SignalContext()
-		defer stop()
-		return replayCommand(ctx, rest, stdout, stderr)
-	case "send-file":
-		cfg, err := config.LoadMESH()
-		if err != nil {
-			return process.Fatal(stderr, "sender send-file", err)
-		}
-		// The result goes to stdout; only warnings (TLS verification off) go to stderr.
-		log, err := logging.New(stderr, slog.LevelWarn, logging.FormatAuto)
-		if err != nil {
-			return process.Fatal(stderr, "sender send-file", err)
-		}
-		client, err := process.NewMESHClient(cfg, log)
-		if err != nil {
-			return process.Fatal(stderr, "sender send-file", err)
-		}
-		ctx, stop := process.SignalContext()
-		defer stop()
-		return meshcli.SendFile(ctx, client, withDefaultWorkflow(rest, cfg.DPSWorkflowID), stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "sender: unknown command %q\n\n", name)
-	usage(stderr)
-	return process.ExitUsage
+	return process.Dispatch("sender", usage, map[string]process.Command{
+		"run":       process.ServiceCommand("sender", loadConfig, run),
+		"replay":    process.WithSignals(replayCommand),
+		"send-file": process.MESHCommand("sender send-file", sendFile),
+	}, args, stdout, stderr)
+}
+
+func sendFile(ctx context.Context, cfg config.MESH, client *mesh.Client, args []string, stdout, stderr io.Writer) int {
+	return meshcli.SendFile(ctx, client, withDefaultWorkflow(args, cfg.DPSWorkflowID), stdout, stderr)
 }
 
 // withDefaultWorkflow lets send-file fall back to MESH_DPS_WORKFLOW_ID, the sender's own setting, when
@@ -114,4 +73,10 @@ func withDefaultWorkflow(args []string, dpsWorkflow string) []string {
 		}
 	}
 	return append([]string{"--workflow", dpsWorkflow}, args...)
+}
+
+// loadConfig reads the sender's settings, for `run` and `replay`.
+func loadConfig() (config.Sender, config.Shared, error) {
+	cfg, err := config.LoadSender()
+	return cfg, cfg.Shared, err
 }

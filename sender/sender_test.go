@@ -18,55 +18,29 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery"
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 )
 
 // These tests run the real sender binary, built once per test run.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 func senderBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sender-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "sender")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return proctest.Binary(t, "./sender")
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 // proc is one sender process.
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *proctest.Buffer
 	done   chan struct{}
 	err    error
 }
 
 func start(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, stderr: &proctest.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(senderBinary(t), args...)
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	p.cmd.Stdout = p.stderr
@@ -335,7 +309,7 @@ func TestUsage(t *testing.T) {
 		code int
 	}{
 		{nil, 2}, {[]string{"help"}, 0}, {[]string{"bogus"}, 2}, {[]string{"run", "extra"}, 2},
-		{[]string{"replay"}, 2}, {[]string{"replay", "--since", "yesterday"}, 2},
+		{[]string{"replay"}, 2}, {[]string{"replay", "--since", "yesterday"}, 2}, {[]string{"replay", "--help"}, 0},
 	}
 	for _, c := range cases {
 		var out, errOut bytes.Buffer
@@ -360,21 +334,4 @@ func TestWithDefaultWorkflow(t *testing.T) {
 			t.Errorf("%q: %q, want %q", c.args, got, c.want)
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 )
 
 // The operator commands as a new user runs them: built binaries, against the sandbox running as its
@@ -28,60 +29,15 @@ const (
 	cliSharedKey  = "CliTestKey"
 )
 
-// binaries are built once per test binary run.
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "tracker-cli-test-")
-		if buildErr != nil {
-			return
-		}
-		for _, b := range []struct{ name, pkg string }{
-			{"tracker", "./tracker"},
-			{"sender", "./sender"},
-			{"mesh-sandbox", "./pkg/meshsandbox/cmd/mesh-sandbox"},
-		} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.name), b.pkg)
-			cmd.Dir = ".."
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = &buildError{pkg: b.pkg, out: string(out), err: err}
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build: %v", buildErr)
-	}
-	return binDir
-}
-
-type buildError struct {
-	pkg, out string
-	err      error
-}
-
-func (e *buildError) Error() string { return "go build " + e.pkg + ": " + e.err.Error() + "\n" + e.out }
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+// The binaries are built once per test binary run.
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 // sandboxProcess starts mesh-sandbox with our mailbox and the DPS one, and returns its URL and the CA
 // file its certificate is signed by.
-func sandboxProcess(t *testing.T, bin string) (url, caFile string) {
+func sandboxProcess(t *testing.T) (url, caFile string) {
 	t.Helper()
 	caFile = filepath.Join(t.TempDir(), "sandbox-ca.pem")
-	cmd := exec.Command(filepath.Join(bin, "mesh-sandbox"),
+	cmd := exec.Command(proctest.Binary(t, "./pkg/meshsandbox/cmd/mesh-sandbox"),
 		"-addr", "127.0.0.1:0", "-tls", "-ca-out", caFile, "-shared-key", cliSharedKey,
 		"-mailboxes", cliOurMailbox+":"+cliOurPass+";"+cliDPSMailbox+":"+cliDPSPass+":"+cliWorkflow)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -163,9 +119,8 @@ func TestOperatorCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three binaries")
 	}
-	bin := buildBinaries(t)
-	url, ca := sandboxProcess(t, bin)
-	tracker, sender := filepath.Join(bin, "tracker"), filepath.Join(bin, "sender")
+	url, ca := sandboxProcess(t)
+	tracker, sender := proctest.Binary(t, "./tracker"), proctest.Binary(t, "./sender")
 	ours := meshEnv(url, ca, cliOurMailbox, cliOurPass)
 	dps := meshEnv(url, ca, cliDPSMailbox, cliDPSPass)
 

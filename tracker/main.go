@@ -15,14 +15,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"slices"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
-	"github.com/nhs-dps/dps-pipeline/pkg/logging"
+	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshcli"
 	"github.com/nhs-dps/dps-pipeline/pkg/process"
 )
@@ -52,54 +51,22 @@ Configuration comes from the environment (DATABASE_URL, NATS_URL, MESH_*, TRACKE
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		usage(stderr)
-		return process.ExitUsage
+	commands := map[string]process.Command{
+		"run":    process.ServiceCommand("tracker", loadConfig, run),
+		"replay": process.WithSignals(replayCommand),
 	}
-	name, rest := args[0], args[1:]
-	switch {
-	case name == "-h" || name == "--help" || name == "help":
-		usage(stdout)
-		return process.ExitOK
-	case name == "run":
-		if len(rest) != 0 {
-			fmt.Fprintf(stderr, "tracker run: takes no arguments, got %q\n", rest)
-			return process.ExitUsage
-		}
-		cfg, err := config.LoadTracker()
-		if err != nil {
-			return process.Fatal(stderr, "tracker", err)
-		}
-		log, err := process.NewLogger(cfg.Shared, stderr)
-		if err != nil {
-			return process.Fatal(stderr, "tracker", err)
-		}
-		ctx, stop := process.SignalContext()
-		defer stop()
-		return process.Fatal(stderr, "tracker", run(ctx, cfg, log))
-	case name == "replay":
-		ctx, stop := process.SignalContext()
-		defer stop()
-		return replayCommand(ctx, rest, stdout, stderr)
-	case slices.Contains(operatorCommands, name):
-		cfg, err := config.LoadMESH()
-		if err != nil {
-			return process.Fatal(stderr, "tracker "+name, err)
-		}
-		// Operator commands print results on stdout; only warnings (TLS verification off) go to stderr.
-		log, err := logging.New(stderr, slog.LevelWarn, logging.FormatAuto)
-		if err != nil {
-			return process.Fatal(stderr, "tracker "+name, err)
-		}
-		client, err := process.NewMESHClient(cfg, log)
-		if err != nil {
-			return process.Fatal(stderr, "tracker "+name, err)
-		}
-		ctx, stop := process.SignalContext()
-		defer stop()
-		return meshcli.Commands()[name](ctx, client, rest, stdout, stderr)
+	for _, name := range operatorCommands {
+		f := meshcli.Commands()[name]
+		commands[name] = process.MESHCommand("tracker "+name,
+			func(ctx context.Context, _ config.MESH, c *mesh.Client, args []string, stdout, stderr io.Writer) int {
+				return f(ctx, c, args, stdout, stderr)
+			})
 	}
-	fmt.Fprintf(stderr, "tracker: unknown command %q\n\n", name)
-	usage(stderr)
-	return process.ExitUsage
+	return process.Dispatch("tracker", usage, commands, args, stdout, stderr)
+}
+
+// loadConfig reads the tracker's settings, for `run` and `replay`.
+func loadConfig() (config.Tracker, config.Shared, error) {
+	cfg, err := config.LoadTracker()
+	return cfg, cfg.Shared, err
 }

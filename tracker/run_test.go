@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
@@ -31,9 +31,9 @@ type trackerProcess struct {
 	done chan struct{}
 }
 
-func startTracker(t *testing.T, bin string, env []string) *trackerProcess {
+func startTracker(t *testing.T, env []string) *trackerProcess {
 	t.Helper()
-	p := &trackerProcess{cmd: exec.Command(filepath.Join(bin, "tracker"), "run"), done: make(chan struct{})}
+	p := &trackerProcess{cmd: exec.Command(proctest.Binary(t, "./tracker"), "run"), done: make(chan struct{})}
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=json", "HTTP_ADDR=127.0.0.1:0"}, env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -144,15 +144,14 @@ func TestRunProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries and runs processes")
 	}
-	bin := buildBinaries(t)
-	meshURL, ca := sandboxProcess(t, bin)
+	meshURL, ca := sandboxProcess(t)
 	_, natsURL := natstest.Run(t)
 	dbURL := pgtest.NewDatabase(t)
 	env := append(meshEnv(meshURL, ca, cliOurMailbox, cliOurPass),
 		"DATABASE_URL="+dbURL, "NATS_URL="+natsURL, "MESH_JOBS_ENABLED=true",
 		"TRACKER_POLL_INTERVAL=100ms", "TRACKER_MAX_BACKOFF=200ms")
 
-	p := startTracker(t, bin, env)
+	p := startTracker(t, env)
 	addr := p.httpAddr(t)
 	eventually(t, "healthy", func() bool {
 		code, body := get(t, "http://"+addr+"/healthz")
@@ -235,7 +234,7 @@ func TestRunProcess(t *testing.T) {
 
 	// tracker replay over dps.export.sent: the export is past accepted, so it is skipped and counted;
 	// --dry-run --force lists it; --force re-tracks it with MESH and leaves it acknowledged.
-	trackerBin := filepath.Join(bin, "tracker")
+	trackerBin := proctest.Binary(t, "./tracker")
 	replayEnv := append([]string{"LOG_FORMAT=json"}, env...)
 	for _, tc := range []struct {
 		args []string
@@ -280,10 +279,9 @@ func TestRunGateClosed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries and runs processes")
 	}
-	bin := buildBinaries(t)
 	_, natsURL := natstest.Run(t)
 	dbURL := pgtest.NewDatabase(t)
-	p := startTracker(t, bin, []string{"DATABASE_URL=" + dbURL, "NATS_URL=" + natsURL, "MESH_JOBS_ENABLED=false"})
+	p := startTracker(t, []string{"DATABASE_URL=" + dbURL, "NATS_URL=" + natsURL, "MESH_JOBS_ENABLED=false"})
 	addr := p.httpAddr(t)
 	eventually(t, "healthz", func() bool {
 		code, body := get(t, "http://"+addr+"/healthz")

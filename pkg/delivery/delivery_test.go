@@ -22,6 +22,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 )
 
@@ -31,13 +32,13 @@ const waitLong = 30 * time.Second
 type harness struct {
 	*deliverytest.Env
 	t      *testing.T
-	logBuf *syncBuffer
+	logBuf *proctest.Buffer
 	log    *slog.Logger
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &proctest.Buffer{}
 	h := &harness{Env: deliverytest.New(t, deliverytest.Options{}), t: t, logBuf: buf,
 		log: slog.New(slog.NewJSONHandler(io.MultiWriter(buf, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -569,23 +570,6 @@ func TestReplay(t *testing.T) {
 		t.Errorf("sandbox holds %d messages for the forced export, want 2", len(got))
 	}
 	h.waitEvents(bus.SubjectExportSent, 2)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type testWriter struct{ t *testing.T }

@@ -15,47 +15,26 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 )
 
 // The processes the stack builds, in the order they start.
 var binaries = []string{"producer", "sender", "tracker"}
 
 // buildBinaries compiles the three processes into dir with one go build, so that packages they share
-// are compiled once. No -race: the end-to-end test needs the pipeline's speed, and every package
-// has its own race-checked tests.
+// are compiled once (without -race, as proctest.Build says: the end-to-end test needs the pipeline's
+// speed).
 func buildBinaries(ctx context.Context, dir string) error {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
+	pkgs := make([]string, len(binaries))
+	for i, b := range binaries {
+		pkgs[i] = "./" + b
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("build: %w", err)
+	err := proctest.Build(ctx, dir, pkgs...)
+	if errors.Is(err, proctest.ErrNotInModule) {
+		return errors.New("run the devstack from inside the dps-pipeline module (go run ./pkg/devstack)")
 	}
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	for _, b := range binaries {
-		args = append(args, "./"+b)
-	}
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = root
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return nil
-}
-
-// moduleRoot is the directory of this module's go.mod, wherever the devstack or its test runs from.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run the devstack from inside the dps-pipeline module (go run ./pkg/devstack)")
-	}
-	return filepath.Dir(gomod), nil
+	return err
 }
 
 // childEnv is the configuration every child gets, on top of the inherited environment stripped of

@@ -8,33 +8,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 )
-
-// syncBuffer is a bytes.Buffer the children's log pumps and the test may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -53,7 +35,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("end-to-end: builds and runs every process (skipped with -short)")
 	}
 	dbURL := pgtest.NewDatabase(t)
-	var out, logs syncBuffer
+	var out, logs proctest.Buffer // the children's log pumps and the test share them
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("lifecycle:\n%s", out.String())

@@ -1,6 +1,7 @@
 // Package process holds the start-up and shut-down every main package shares: signals, the logger,
-// connections to Postgres and NATS with the schema and topology in place, the MESH client, exit codes
-// and test failpoints. It holds no business logic.
+// connections to Postgres and NATS with the schema and topology in place, the MESH client, exit codes,
+// subcommand dispatch, a service's life around its work (health server, outbox relay, drain, flush),
+// the shape of the replay commands, and test failpoints. It holds no business logic.
 package process
 
 import (

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"time"
 )
@@ -91,7 +93,14 @@ func ParseFlags(fs *flag.FlagSet) *Options {
 // ParseArgs is ParseFlags, fs.Parse and Range in one call for a subcommand that takes no other
 // flags. name is the subcommand, used in the usage text.
 func ParseArgs(name string, args []string, now time.Time) (*Options, Range, error) {
+	return ParseArgsTo(os.Stderr, name, args, now)
+}
+
+// ParseArgsTo is ParseArgs with the usage (on -h or --help, when the error is flag.ErrHelp) and flag
+// errors written to w, the command's own stderr.
+func ParseArgsTo(w io.Writer, name string, args []string, now time.Time) (*Options, Range, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(w)
 	o := ParseFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, Range{}, err

@@ -274,3 +274,11 @@ func TestPrintHeader(t *testing.T) {
 		}
 	}
 }
+
+func TestParseArgsToWritesUsageToTheCommandsStderr(t *testing.T) {
+	var w strings.Builder
+	_, _, err := replay.ParseArgsTo(&w, "sender replay", []string{"--help"}, time.Now())
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(w.String(), "Usage of sender replay") || !strings.Contains(w.String(), "-since") {
+		t.Errorf("err %v, output %q: want flag.ErrHelp and the usage", err, w.String())
+	}
+}

@@ -1,7 +1,6 @@
 package tracking_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 	"github.com/prometheus/client_golang/prometheus"
@@ -321,22 +321,7 @@ func counterValue(t *testing.T, c *prometheus.CounterVec, label string) float64 
 }
 
 // logBuffer is a goroutine-safe log sink for asserting on log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ proctest.Buffer }
 
 // lines returns the JSON log lines at level that contain substr.
 func (b *logBuffer) lines(level, substr string) []string {

@@ -1,0 +1,84 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/replay"
+)
+
+// ReplayCommand is what every `<process> replay` subcommand shares: the replay flags, configuration,
+// the logger, the connections, one run of the process's handling over a stored range through an
+// ordered consumer, the outbox flushed, the summary table alone on stdout and the exit code (1 when
+// any message failed). C is the process's configuration.
+type ReplayCommand[C any] struct {
+	Name    string // "sender replay": the usage name, the prefix of error lines, the NATS connection name
+	Stream  string // the stream replayed
+	Subject string // its subject filter
+	// Load reads the configuration: the process's own and its shared part.
+	Load func() (C, config.Shared, error)
+	// Refuse, when set, returns a config.Error naming the variable whose setting does not allow what
+	// opts ask for (MESH_JOBS_ENABLED=false for a run that would call MESH), before anything connects.
+	Refuse func(cfg C, opts *replay.Options) error
+	// ForceWarning, when set, is printed on stderr before a --force run that is not a dry run.
+	ForceWarning string
+	// Handler builds the process's handling once connected.
+	Handler func(ctx context.Context, cfg C, deps *Deps, log *slog.Logger, opts *replay.Options) (replay.Handler, error)
+}
+
+// Main runs the command with args (what follows the subcommand) and returns the exit code.
+func (c ReplayCommand[C]) Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, r, err := replay.ParseArgsTo(stderr, c.Name, args, time.Now())
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK // the flag package has printed the usage
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return ExitUsage
+	}
+	cfg, shared, err := c.Load()
+	if err == nil && c.Refuse != nil {
+		err = c.Refuse(cfg, opts)
+	}
+	if err != nil {
+		return Fatal(stderr, c.Name, err)
+	}
+	// Progress and warnings on stderr, in the configured format; the summary alone on stdout.
+	log, err := NewLogger(shared, stderr)
+	if err != nil {
+		return Fatal(stderr, c.Name, err)
+	}
+	if c.ForceWarning != "" && opts.Force && !opts.DryRun {
+		fmt.Fprintln(stderr, c.ForceWarning)
+	}
+	return Fatal(stderr, c.Name, c.run(ctx, cfg, shared, log, opts, r, stdout))
+}
+
+func (c ReplayCommand[C]) run(ctx context.Context, cfg C, shared config.Shared, log *slog.Logger, opts *replay.Options, r replay.Range, stdout io.Writer) error {
+	deps, err := Open(ctx, log, shared, strings.ReplaceAll(c.Name, " ", "-"))
+	if err != nil {
+		return err
+	}
+	defer deps.Close()
+	handle, err := c.Handler(ctx, cfg, deps, log, opts)
+	if err != nil {
+		return err
+	}
+	sum, err := replay.Run(ctx, deps.JS, c.Stream, c.Subject, r, handle)
+	// Publish the events of what the handler changed before exiting.
+	FlushOutbox(ctx, deps, log)
+	if perr := sum.Print(stdout); perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil {
+		return err
+	}
+	return sum.Err()
+}

@@ -1,0 +1,108 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/health"
+	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
+)
+
+// FlushTimeout bounds publishing, at exit, the events a service or command enqueued last.
+const FlushTimeout = 10 * time.Second
+
+// Service is the part of a long-running command's life that does not depend on its work: the
+// /healthz and /metrics server, the outbox relay, and the flush of pending events at exit.
+type Service struct {
+	Name     string               // "sender": the start line is "<Name> started"
+	HTTPAddr string               // HTTP_ADDR
+	Log      *slog.Logger         // the process logger
+	Deps     *Deps                // from Open; its NATS and Postgres probes are always served
+	Registry *prometheus.Registry // served on /metrics
+	Checks   []health.Check       // the work's own probes, after the connections'
+	Attrs    []slog.Attr          // settings worth a line at start, after http_addr
+}
+
+// Run serves health and metrics and relays the outbox while work runs, until work returns (it is
+// expected to drain once ctx ends), then publishes what is still pending. The health server and the
+// relay outlive ctx until work has returned, so that the events of the last units of work are
+// published and /healthz answers while the drain goes on. It returns work's error.
+func (s Service) Run(ctx context.Context, work func(context.Context) error) error {
+	srv := health.NewServer(s.HTTPAddr, s.Registry, s.Log, append(s.Deps.Checks(), s.Checks...)...)
+	if err := srv.Listen(); err != nil {
+		return &config.Error{Var: "HTTP_ADDR", Problem: fmt.Sprintf("cannot listen: %v", err)}
+	}
+	relay := outbox.NewRelay(s.Deps.Pool, s.Deps.JS, s.Log)
+	attrs := append([]any{slog.String("http_addr", srv.Addr())}, attrsToAny(s.Attrs)...)
+	s.Log.Info(s.Name+" started", attrs...)
+
+	sideCtx, stopSide := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSide()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Run(sideCtx); err != nil {
+			s.Log.Error("health server", slog.Any("error", err))
+		}
+	})
+	wg.Go(func() {
+		if err := relay.Run(sideCtx); err != nil {
+			s.Log.Error("outbox relay", slog.Any("error", err))
+		}
+	})
+	err := work(ctx)
+	stopSide()
+	wg.Wait()
+
+	FlushOutbox(ctx, s.Deps, s.Log)
+	return err
+}
+
+// FlushOutbox publishes the events still pending in the outbox within FlushTimeout, even when ctx has
+// ended, rather than leaving them to the next process to start; a failure is only logged, since that
+// next process will publish them.
+func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger) {
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
+	defer cancel()
+	if _, err := outbox.NewRelay(deps.Pool, deps.JS, log).Flush(flushCtx); err != nil {
+		log.Warn("publish pending events at exit; the next process to start will", slog.Any("error", err))
+	}
+}
+
+// NewJobsMESHClient is NewMESHClient when MESH_JOBS_ENABLED is true and nil otherwise: with the gate
+// closed a service runs without MESH credentials and must not call MESH.
+func NewJobsMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
+	if !cfg.JobsEnabled {
+		return nil, nil
+	}
+	return NewMESHClient(cfg, log)
+}
+
+// OpenWithMESH is Open followed by NewJobsMESHClient, for the services that call MESH. The caller
+// closes the Deps.
+func OpenWithMESH(ctx context.Context, log *slog.Logger, shared config.Shared, meshCfg config.MESH, name string) (*Deps, *mesh.Client, error) {
+	deps, err := Open(ctx, log, shared, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := NewJobsMESHClient(meshCfg, log)
+	if err != nil {
+		deps.Close()
+		return nil, nil, err
+	}
+	return deps, client, nil
+}
+
+func attrsToAny(attrs []slog.Attr) []any {
+	out := make([]any, len(attrs))
+	for i, a := range attrs {
+		out[i] = a
+	}
+	return out
+}
