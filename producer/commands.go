@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/process"
-	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 )
 
 // errHelp means -h was given: usage was printed, exit 0.
@@ -30,10 +29,6 @@ type command struct {
 	requestedBy string
 	requestID   string
 
-	// replay
-	replay      *replay.Options
-	replayRange replay.Range
-
 	// dead-letters, redrive
 	deadLetters deadLetterOptions
 	redriveSeqs []uint64
@@ -41,18 +36,12 @@ type command struct {
 
 var programmeCode = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 
-func parseCommand(args []string, stderr io.Writer) (command, error) {
-	if len(args) == 0 {
-		printUsage(stderr)
-		return command{}, process.Usagef("no command given")
-	}
-	cmd := command{name: args[0]}
+// parseCommand parses the flags of the subcommand name (replay parses its own, in process.ReplayCommand).
+func parseCommand(name string, args []string, stderr io.Writer) (command, error) {
+	cmd := command{name: name}
 	fs := flag.NewFlagSet("producer "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	switch cmd.name {
-	case "-h", "-help", "--help", "help":
-		printUsage(stderr)
-		return cmd, errHelp
 	case "run", "migrate":
 	case "seed":
 		fs.IntVar(&cmd.records, "records", 0, "vaccination records to add (required)")
@@ -66,16 +55,13 @@ func parseCommand(args []string, stderr io.Writer) (command, error) {
 		fs.BoolVar(&cmd.dryRun, "dry-run", false, "ask for a dry run")
 		fs.StringVar(&cmd.requestedBy, "requested-by", defaultRequester(), "who is asking")
 		fs.StringVar(&cmd.requestID, "request-id", "", "request id (default: a new UUID); also the Nats-Msg-Id")
-	case "replay":
-		cmd.replay = replay.ParseFlags(fs)
 	case "dead-letters":
 		cmd.deadLetters.define(fs)
 	case "redrive":
 	default:
-		printUsage(stderr)
 		return cmd, process.Usagef("unknown command %q", cmd.name)
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cmd, errHelp
 		}
@@ -110,12 +96,6 @@ func parseCommand(args []string, stderr io.Writer) (command, error) {
 		if len(cmd.requestID) > 128 {
 			return cmd, process.Usagef("request: --request-id is longer than 128 characters")
 		}
-	case "replay":
-		r, err := cmd.replay.Range(time.Now())
-		if err != nil {
-			return cmd, process.Usagef("replay: %v", err)
-		}
-		cmd.replayRange = r
 	case "dead-letters":
 		if err := cmd.deadLetters.check(time.Now()); err != nil {
 			return cmd, err

@@ -120,7 +120,7 @@ func connectNATS(ctx context.Context, cfg config.Producer, name string) (*nats.C
 }
 
 // runDeadLetters is `producer dead-letters`.
-func runDeadLetters(ctx context.Context, cfg config.Producer, cmd command, stdout io.Writer) error {
+func runDeadLetters(ctx context.Context, cfg config.Producer, cmd command, _ *slog.Logger, stdout io.Writer) error {
 	nc, js, err := connectNATS(ctx, cfg, "producer-dead-letters")
 	if err != nil {
 		return err

@@ -1,13 +1,15 @@
 // Command producer turns export requests into DPS files: it consumes dps.export.request, runs its own
 // nightly schedule, builds one file per programme into the Object Store and announces it on
 // dps.export.ready. Its subcommands run the same work once, seed demo data, publish a request, replay
-// past requests, and list and re-drive dead letters. The work itself lives in pkg/export and pkg/bus;
-// this package only wires it up.
+// past requests, and list and re-drive dead letters. The work itself lives in pkg/export and pkg/bus,
+// the start-up and the service's life in pkg/process; this package only wires them up.
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
@@ -15,31 +17,53 @@ import (
 )
 
 func main() {
-	os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func mainExit(args []string, stdout, stderr io.Writer) int {
-	cmd, err := parseCommand(args, stderr)
-	if err == errHelp {
-		return process.ExitOK
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	return process.Dispatch("producer", printUsage, map[string]process.Command{
+		"run":          subcommand("run", runService),
+		"migrate":      subcommand("migrate", runMigrate),
+		"seed":         subcommand("seed", runSeed),
+		"export":       subcommand("export", runExport),
+		"request":      subcommand("request", runRequest),
+		"replay":       process.WithSignals(replayCommand),
+		"dead-letters": subcommand("dead-letters", runDeadLetters),
+		"redrive":      subcommand("redrive", runRedrive),
+		// The producer has always taken the flag package's -help as well as -h and --help.
+		"-help": func(_ []string, stdout, _ io.Writer) int { printUsage(stdout); return process.ExitOK },
+	}, args, stdout, stderr)
+}
+
+// subcommand parses name's flags first, so that a mistake exits 2 before any configuration is read,
+// then loads the configuration and the logger and runs f until it returns or SIGINT/SIGTERM.
+func subcommand(name string, f func(context.Context, config.Producer, command, *slog.Logger, io.Writer) error) process.Command {
+	return func(args []string, stdout, stderr io.Writer) int {
+		cmd, err := parseCommand(name, args, stderr)
+		if err == errHelp {
+			return process.ExitOK
+		}
+		if err != nil {
+			return process.Fatal(stderr, "producer", err)
+		}
+		cfg, _, err := loadConfig()
+		if err != nil {
+			return process.Fatal(stderr, "producer", err)
+		}
+		log, err := process.NewLogger(cfg.Shared, stderr)
+		if err != nil {
+			return process.Fatal(stderr, "producer", err)
+		}
+		ctx, stop := process.SignalContext()
+		defer stop()
+		return process.Fatal(stderr, "producer "+name, f(ctx, cfg, cmd, log, stdout))
 	}
-	if err != nil {
-		return process.Fatal(stderr, "producer", err)
-	}
+}
+
+// loadConfig reads the producer's settings, for every subcommand.
+func loadConfig() (config.Producer, config.Shared, error) {
 	cfg, err := config.LoadProducer()
-	if err != nil {
-		return process.Fatal(stderr, "producer", err)
-	}
-	log, err := process.NewLogger(cfg.Shared, stderr)
-	if err != nil {
-		return process.Fatal(stderr, "producer", err)
-	}
-	ctx, stop := process.SignalContext()
-	defer stop()
-	if err := run(ctx, cfg, cmd, log, stdout); err != nil {
-		return process.Fatal(stderr, "producer "+cmd.name, err)
-	}
-	return process.ExitOK
+	return cfg, cfg.Shared, err
 }
 
 const usage = `usage: producer <command> [flags]

@@ -21,7 +21,6 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/process"
-	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
@@ -34,34 +33,13 @@ const (
 // sweepEvery is how often `run` deletes orphaned export files.
 const sweepEvery = 15 * time.Minute
 
-// flushTimeout bounds the outbox flush a command or a draining service does before it exits.
+// flushTimeout bounds the outbox flush `producer export` does before it exits.
 const flushTimeout = 30 * time.Second
 
-func run(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger, stdout io.Writer) error {
-	switch cmd.name {
-	case "run":
-		return runService(ctx, cfg, log)
-	case "migrate":
-		return runMigrate(ctx, cfg, log)
-	case "seed":
-		return runSeed(ctx, cfg, cmd, stdout)
-	case "export":
-		return runExport(ctx, cfg, cmd, log, stdout)
-	case "request":
-		return runRequest(ctx, cfg, cmd, log, stdout)
-	case "replay":
-		return runReplay(ctx, cfg, cmd, log, stdout)
-	case "dead-letters":
-		return runDeadLetters(ctx, cfg, cmd, stdout)
-	case "redrive":
-		return runRedrive(ctx, cfg, cmd, log, stdout)
-	}
-	return process.Usagef("unknown command %q", cmd.name)
-}
-
-// runService is `producer run`: request consumer, schedule, outbox relay, orphan sweep and the HTTP
-// server, until SIGINT/SIGTERM; then the request in hand finishes, the outbox is flushed and NATS drained.
-func runService(ctx context.Context, cfg config.Producer, log *slog.Logger) error {
+// runService is `producer run`: the request consumer, the schedule and the orphan sweep run inside
+// process.Service (HTTP server, outbox relay) until SIGINT/SIGTERM; then the request in hand finishes,
+// the outbox is flushed and NATS drained.
+func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.Logger, _ io.Writer) error {
 	reg := health.NewRegistry()
 	metrics := export.NewMetrics(reg)
 	deps, objects, exporter, err := openExporter(ctx, cfg, log, "producer", metrics)
@@ -72,53 +50,41 @@ func runService(ctx context.Context, cfg config.Producer, log *slog.Logger) erro
 	if codes, err := exporter.ProgrammeCodes(ctx); err == nil {
 		metrics.InitProgrammes(codes)
 	}
-	srv := health.NewServer(cfg.HTTPAddr, reg, log, deps.Checks()...)
-	if err := srv.Listen(); err != nil {
-		return &config.Error{Var: "HTTP_ADDR", Problem: "cannot listen: " + err.Error()}
-	}
 	consumer := export.NewRequestConsumer(exporter, deps.JS, log, metrics)
 	schedule, err := export.NewSchedule(cfg.Schedule, deps.Pool, deps.JS, log)
 	if err != nil {
 		return &config.Error{Var: "PRODUCER_SCHEDULE", Problem: err.Error()}
 	}
-	relay := outbox.NewRelay(deps.Pool, deps.JS, log)
-	log.Info("producer running", slog.String("http_addr", srv.Addr()), slog.String("schedule", cfg.Schedule),
-		slog.Time("next_scheduled_export", schedule.Next(time.Now())))
-
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Any part failing for good stops the others: the process exits non-zero and is restarted.
-	goPart := func(name string, f func(context.Context) error) {
-		wg.Go(func() {
-			if err := f(ctx); err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-				cancel()
-			}
+	err = process.Service{
+		Name: "producer", HTTPAddr: cfg.HTTPAddr, Log: log, Deps: deps, Registry: reg,
+		Attrs: []slog.Attr{slog.String("schedule", cfg.Schedule), slog.Time("next_scheduled_export", schedule.Next(time.Now()))},
+	}.Run(ctx, func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make(chan error, 3)
+		// Any part failing for good stops the others: the process exits non-zero and is restarted.
+		goPart := func(name string, f func(context.Context) error) {
+			wg.Go(func() {
+				if err := f(ctx); err != nil {
+					errs <- fmt.Errorf("%s: %w", name, err)
+					cancel()
+				}
+			})
+		}
+		goPart("request consumer", consumer.Run)
+		goPart("schedule", schedule.Run)
+		goPart("orphan sweep", func(ctx context.Context) error {
+			sweepLoop(ctx, deps, objects, log)
+			return nil
 		})
-	}
-	goPart("http", srv.Run)
-	goPart("request consumer", consumer.Run)
-	goPart("schedule", schedule.Run)
-	goPart("outbox relay", relay.Run)
-	goPart("orphan sweep", func(ctx context.Context) error {
-		sweepLoop(ctx, deps, objects, log)
-		return nil
+		<-ctx.Done()
+		log.Info("producer stopping: finishing the request in hand")
+		wg.Wait()
+		close(errs)
+		return <-errs // the first part's error, or nil once they all stopped cleanly
 	})
-	<-ctx.Done()
-	log.Info("producer stopping: finishing the request in hand")
-	wg.Wait()
-	// What the last export enqueued goes out now rather than at the next start.
-	flushCtx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
-	defer cancelFlush()
-	if n, err := relay.Flush(flushCtx); err != nil {
-		log.Warn("outbox not fully flushed at shutdown; the next producer publishes the rest", slog.Any("error", err))
-	} else if n > 0 {
-		log.Info("outbox flushed at shutdown", slog.Int("published", n))
-	}
-	close(errs)
-	for err := range errs {
+	if err != nil {
 		return err
 	}
 	log.Info("producer stopped")
@@ -132,13 +98,21 @@ func openExporter(ctx context.Context, cfg config.Producer, log *slog.Logger, cl
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	objects, err := bus.ExportStore(ctx, deps.JS)
+	objects, exporter, err := newExporter(ctx, cfg, deps, log, metrics)
 	if err != nil {
 		deps.Close()
 		return nil, nil, nil, err
 	}
-	exporter := export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics})
 	return deps, objects, exporter, nil
+}
+
+// newExporter opens the export bucket and builds an Exporter over it and deps. metrics may be nil.
+func newExporter(ctx context.Context, cfg config.Producer, deps *process.Deps, log *slog.Logger, metrics *export.Metrics) (jetstream.ObjectStore, *export.Exporter, error) {
+	objects, err := bus.ExportStore(ctx, deps.JS)
+	if err != nil {
+		return nil, nil, err
+	}
+	return objects, export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics}), nil
 }
 
 func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.ObjectStore, log *slog.Logger) {
@@ -158,7 +132,7 @@ func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.Object
 	}
 }
 
-func runMigrate(ctx context.Context, cfg config.Producer, log *slog.Logger) error {
+func runMigrate(ctx context.Context, cfg config.Producer, _ command, log *slog.Logger, _ io.Writer) error {
 	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return err
 	}
@@ -169,7 +143,7 @@ func runMigrate(ctx context.Context, cfg config.Producer, log *slog.Logger) erro
 	return nil
 }
 
-func runSeed(ctx context.Context, cfg config.Producer, cmd command, stdout io.Writer) error {
+func runSeed(ctx context.Context, cfg config.Producer, cmd command, _ *slog.Logger, stdout io.Writer) error {
 	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return err
 	}
@@ -291,29 +265,4 @@ func runRequest(ctx context.Context, cfg config.Producer, cmd command, log *slog
 	log.Info("export request published", slog.String("request_id", id), slog.Uint64("stream_seq", ack.Sequence),
 		slog.Bool("duplicate", ack.Duplicate))
 	return json.NewEncoder(stdout).Encode(req)
-}
-
-// runReplay is `producer replay`.
-func runReplay(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger, stdout io.Writer) error {
-	deps, _, exporter, err := openExporter(ctx, cfg, log, "producer-replay", nil)
-	if err != nil {
-		return err
-	}
-	defer deps.Close()
-	sum, err := replay.Run(ctx, deps.JS, bus.StreamRequests, bus.SubjectExportRequest, cmd.replayRange,
-		exporter.ReplayHandler(cmd.replay.Force, cmd.replay.DryRun))
-	if perr := sum.Print(stdout); perr != nil && err == nil {
-		err = perr
-	}
-	if err != nil {
-		return err
-	}
-	if !cmd.replay.DryRun {
-		flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
-		defer cancel()
-		if _, err := outbox.NewRelay(deps.Pool, deps.JS, log).Flush(flushCtx); err != nil {
-			return fmt.Errorf("replayed exports committed, but their messages are not all published yet: %w", err)
-		}
-	}
-	return sum.Err()
 }
