@@ -40,7 +40,7 @@ func buildBinaries(ctx context.Context, dir string) error {
 // childEnv is the configuration every child gets, on top of the inherited environment stripped of
 // anything that could point a child elsewhere (a real mailbox, another database).
 func (s *Stack) childEnv() []string {
-	return []string{
+	env := []string{
 		"DATABASE_URL=" + s.cfg.DatabaseURL,
 		"NATS_URL=" + s.natsURL,
 		"NATS_STREAM_REPLICAS=1",
@@ -48,16 +48,24 @@ func (s *Stack) childEnv() []string {
 		"LOG_FORMAT=text",
 		"MESH_JOBS_ENABLED=true",
 		"MESH_BASE_URL=" + s.meshURL,
-		"MESH_MAILBOX=" + ourMailbox,
+		"MESH_MAILBOX=" + s.ourMailbox,
 		"MESH_PASSWORD=" + s.ourPassword,
 		"MESH_SHARED_KEY=" + s.sharedKey,
-		"MESH_CA_BUNDLE=" + s.caFile,
-		"MESH_DPS_MAILBOX=" + dpsMailbox,
-		"MESH_DPS_WORKFLOW_ID=" + dpsWorkflowID,
+	}
+	// An external sandbox may be plain http or use the system roots: then there is no CA file.
+	if s.caFile != "" {
+		env = append(env, "MESH_CA_BUNDLE="+s.caFile)
+	}
+	if s.meshInsecure {
+		env = append(env, "MESH_DISABLE_SSL_VERIFICATION=true")
+	}
+	return append(env,
+		"MESH_DPS_MAILBOX="+s.dpsMailbox,
+		"MESH_DPS_WORKFLOW_ID="+dpsWorkflowID,
 		// Quick enough to watch: the defaults suit production, not a demo.
 		"TRACKER_POLL_INTERVAL=2s",
 		"SENDER_SHUTDOWN_GRACE=10s",
-	}
+	)
 }
 
 // ownedPrefixes are the variables the devstack sets or that configure the pipeline; inherited ones

@@ -29,8 +29,10 @@ type receivedFile struct {
 // dpsPlayer is DPS: it polls the DPS mailbox, checks each file as DPS would (MESH headers, then the
 // file format) and acknowledges the good ones, which is what the tracker waits to see.
 type dpsPlayer struct {
-	client *mesh.Client
-	out    *lineWriter
+	client  *mesh.Client
+	out     *lineWriter
+	from    string // the mailbox every file must come from
+	mailbox string // DPS's own
 
 	mu       sync.Mutex
 	files    []receivedFile
@@ -42,22 +44,41 @@ type dpsPlayer struct {
 var fileNamePattern = regexp.MustCompile(`^Vaccinations-[A-Z][A-Z0-9_]*-\d{4}-\d{2}-\d{2}\.csv$`)
 
 func newDPSPlayer(s *Stack) (*dpsPlayer, error) {
-	ca, err := os.ReadFile(s.caFile)
-	if err != nil {
-		return nil, fmt.Errorf("dps: read mesh ca: %w", err)
+	var ca []byte
+	if s.caFile != "" {
+		var err error
+		if ca, err = os.ReadFile(s.caFile); err != nil {
+			return nil, fmt.Errorf("dps: read mesh ca: %w", err)
+		}
 	}
-	tlsConfig, err := mesh.TLSConfig(mesh.TLSOptions{CABundlePEM: ca})
+	// DPS verifies the sandbox exactly as the children do (MESH_CA_BUNDLE, MESH_DISABLE_SSL_VERIFICATION).
+	tlsConfig, err := mesh.TLSConfig(mesh.TLSOptions{CABundlePEM: ca, InsecureSkipVerify: s.meshInsecure})
 	if err != nil {
 		return nil, fmt.Errorf("dps: %w", err)
 	}
 	client, err := mesh.New(mesh.Config{
-		BaseURL: s.meshURL, Mailbox: dpsMailbox, Password: s.dpsPassword, SharedKey: s.sharedKey,
+		BaseURL: s.meshURL, Mailbox: s.dpsMailbox, Password: s.dpsPassword, SharedKey: s.sharedKey,
 		TLS: tlsConfig, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dps: %w", err)
 	}
-	return &dpsPlayer{client: client, out: s.out, seen: map[string]bool{}}, nil
+	return &dpsPlayer{client: client, out: s.out, from: s.ourMailbox, mailbox: s.dpsMailbox, seen: map[string]bool{}}, nil
+}
+
+// skipExisting marks every message already in the DPS inbox as seen, so that DPS takes only what
+// this run sends, and returns how many there were.
+func (d *dpsPlayer) skipExisting(ctx context.Context) (int, error) {
+	ids, err := d.client.Inbox(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("dps: list inbox of %s: %w", d.mailbox, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range ids {
+		d.seen[id] = true
+	}
+	return len(ids), nil
 }
 
 // dpsPollInterval is how often DPS looks at its inbox.
@@ -103,8 +124,8 @@ func (d *dpsPlayer) receive(ctx context.Context, id string) {
 	}
 	f := receivedFile{MessageID: id, FileName: dl.FileName, LocalID: dl.LocalID}
 	var problems []string
-	if dl.From != ourMailbox {
-		problems = append(problems, fmt.Sprintf("from %q, want %s", dl.From, ourMailbox))
+	if !strings.EqualFold(dl.From, d.from) {
+		problems = append(problems, fmt.Sprintf("from %q, want %s", dl.From, d.from))
 	}
 	if dl.WorkflowID != dpsWorkflowID {
 		problems = append(problems, fmt.Sprintf("workflow %q, want %s", dl.WorkflowID, dpsWorkflowID))

@@ -23,7 +23,11 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer func() {
-		s.out.printf("stopping      children (SIGTERM, then SIGKILL after %s), NATS, MESH sandbox", stopGrace)
+		if s.external {
+			s.out.printf("stopping      children (SIGTERM, then SIGKILL after %s), NATS (MESH at %s is left running)", stopGrace, s.meshURL)
+		} else {
+			s.out.printf("stopping      children (SIGTERM, then SIGKILL after %s), NATS, MESH sandbox", stopGrace)
+		}
 		s.Close()
 	}()
 	s.out.printf("environment   source %s to run the processes' own commands against this stack", s.EnvFile())

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -51,10 +52,24 @@ type Config struct {
 	NATSPort int
 	// LogLevel is the children's LOG_LEVEL.
 	LogLevel string
+	// MESH, when its URL is set, is the sandbox to use instead of starting ours.
+	MESH ExternalMESH
 	// BinDir holds the built producer, sender and tracker; empty means a directory under the work dir.
 	BinDir string
 	// Stdout receives the lifecycle; Stderr the children's logs, each line prefixed with its name.
 	Stdout, Stderr io.Writer
+}
+
+// ExternalMESH is a MESH sandbox the stack uses instead of starting its own (--mesh-url), such as the
+// official NHS one. Both mailboxes must exist there with Password.
+type ExternalMESH struct {
+	URL        string // http(s)://host:port; empty means start our sandbox
+	SharedKey  string
+	Password   string // of both mailboxes, as on the official sandbox
+	OurMailbox string // the senders send from it
+	DPSMailbox string // the devstack plays DPS on it
+	CAFile     string // PEM CA bundle for an https URL; empty means the system roots
+	Insecure   bool   // skip certificate checks: MESH_DISABLE_SSL_VERIFICATION=true
 }
 
 // The mailboxes of the stack: ours sends, the DPS one receives. The ids are the official sandbox's
@@ -82,13 +97,17 @@ type Stack struct {
 	js   jetstream.JetStream
 	pool *pgxpool.Pool
 
-	sharedKey   string
-	ourPassword string
-	dpsPassword string
-	meshURL     string
-	caFile      string
-	sandbox     *meshsandbox.Server
-	meshServer  *http.Server
+	sharedKey    string
+	ourPassword  string
+	dpsPassword  string
+	ourMailbox   string
+	dpsMailbox   string
+	meshURL      string
+	caFile       string // empty: the system roots (or plain http)
+	meshInsecure bool   // MESH_DISABLE_SSL_VERIFICATION=true for the children and DPS
+	external     bool   // the sandbox is not ours: nothing to start or stop, no admin API
+	sandbox      *meshsandbox.Server
+	meshServer   *http.Server
 
 	env      []string // the children's environment (ours only, without the inherited part)
 	binDir   string
@@ -171,12 +190,21 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		abandonBuild()
 		return nil, err
 	}
-	if err := s.startSandbox(); err != nil {
+	if cfg.MESH.URL != "" {
+		s.useExternalMESH(cfg.MESH)
+	} else if err := s.startSandbox(); err != nil {
 		abandonBuild()
 		return nil, err
 	}
 	s.out.printf("NATS          %s (store %s)", s.natsURL, s.natsOpts.StoreDir)
-	s.out.printf("MESH sandbox  %s (mailboxes %s ours, %s DPS; CA %s)", s.meshURL, ourMailbox, dpsMailbox, s.caFile)
+	if s.external {
+		s.out.printf("MESH          %s, not started by the devstack (mailboxes %s ours, %s DPS; %s)", s.meshURL, s.ourMailbox, s.dpsMailbox, s.meshTLSDescription())
+		if s.meshInsecure {
+			s.out.printf("MESH          certificate verification OFF: MESH_DISABLE_SSL_VERIFICATION=true for the children and DPS")
+		}
+	} else {
+		s.out.printf("MESH sandbox  %s (mailboxes %s ours, %s DPS; CA %s)", s.meshURL, s.ourMailbox, s.dpsMailbox, s.caFile)
+	}
 	s.out.printf("Postgres      %s", redactURL(cfg.DatabaseURL))
 
 	s.board = newBoard(s.out)
@@ -187,6 +215,19 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.dps, err = newDPSPlayer(s); err != nil {
 		abandonBuild()
 		return nil, err
+	}
+	if s.external {
+		// A sandbox that outlives the devstack may hold messages from earlier runs or other tests;
+		// they are not this run's, and checking them would fail it. This also proves, before
+		// anything is built, that the URL, TLS settings and DPS mailbox credentials work.
+		n, err := s.dps.skipExisting(ctx)
+		if err != nil {
+			abandonBuild()
+			return nil, fmt.Errorf("MESH at %s: %w%s", s.meshURL, err, tlsHint(err))
+		}
+		if n > 0 {
+			s.out.printf("DPS           %d messages already in %s before this run: left alone", n, s.dpsMailbox)
+		}
 	}
 	s.bg.Add(1)
 	go func() {
@@ -318,9 +359,44 @@ func (s *Stack) RestartNATS() error {
 	return nil
 }
 
+// useExternalMESH points the stack at a sandbox somebody else runs (--mesh-url).
+func (s *Stack) useExternalMESH(m ExternalMESH) {
+	s.external = true
+	s.meshURL = strings.TrimRight(m.URL, "/")
+	s.sharedKey, s.ourPassword, s.dpsPassword = m.SharedKey, m.Password, m.Password
+	s.ourMailbox, s.dpsMailbox = m.OurMailbox, m.DPSMailbox
+	s.caFile, s.meshInsecure = m.CAFile, m.Insecure
+}
+
+// meshTLSDescription says how the stack talks to an external MESH, for the start-up line.
+func (s *Stack) meshTLSDescription() string {
+	switch {
+	case strings.HasPrefix(s.meshURL, "http://"):
+		return "plain HTTP"
+	case s.meshInsecure:
+		return "TLS, certificate NOT verified"
+	case s.caFile != "":
+		return "TLS, CA " + s.caFile
+	default:
+		return "TLS, system CA roots"
+	}
+}
+
+// tlsHint explains the one certificate failure everybody meets with the official sandbox: its
+// entrypoint.sh makes a certificate that names localhost only in the Common Name, and Go accepts
+// host names only from the subjectAltName, whatever CA it is given.
+func tlsHint(err error) string {
+	var hostErr x509.HostnameError
+	if errors.As(err, &hostErr) && hostErr.Certificate != nil && len(hostErr.Certificate.DNSNames) == 0 && len(hostErr.Certificate.IPAddresses) == 0 {
+		return " (the certificate has no subjectAltName, as the official sandbox's own has not: use --mesh-insecure, or give the sandbox a certificate with one)"
+	}
+	return ""
+}
+
 // startSandbox starts the MESH sandbox over TLS with a fresh CA, shared key and passwords.
 func (s *Stack) startSandbox() error {
 	s.sharedKey, s.ourPassword, s.dpsPassword = randomSecret(), randomSecret(), randomSecret()
+	s.ourMailbox, s.dpsMailbox = ourMailbox, dpsMailbox
 	s.sandbox = meshsandbox.New(meshsandbox.Config{
 		SharedKey: s.sharedKey,
 		Mailboxes: []meshsandbox.Mailbox{
