@@ -91,13 +91,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Every export of the run is acknowledged in the database, and each reached DPS as one file.
-	var exports, acknowledged int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'acknowledged') FROM dps_exports`).Scan(&exports, &acknowledged); err != nil {
-		t.Fatal(err)
-	}
-	if exports == 0 || acknowledged != exports {
-		t.Fatalf("%d of %d exports acknowledged", acknowledged, exports)
-	}
+	exports := requireAllAcknowledged(t, ctx, s)
 	files := s.dps.received()
 	if len(files) != exports {
 		t.Fatalf("DPS received %d files for %d exports", len(files), exports)
@@ -235,4 +229,18 @@ func assertCounts(t *testing.T, got, want map[replay.Outcome]int, out string) {
 			t.Errorf("%s = %d, want %d\n%s", o, got[o], n, out)
 		}
 	}
+}
+
+// requireAllAcknowledged fails the test unless the run made at least one export and every export is
+// acknowledged in the database; it returns how many there are.
+func requireAllAcknowledged(t *testing.T, ctx context.Context, s *Stack) int {
+	t.Helper()
+	var exports, acknowledged int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'acknowledged') FROM dps_exports`).Scan(&exports, &acknowledged); err != nil {
+		t.Fatal(err)
+	}
+	if exports == 0 || acknowledged != exports {
+		t.Fatalf("%d of %d exports acknowledged", acknowledged, exports)
+	}
+	return exports
 }

@@ -75,13 +75,7 @@ func TestOfficialSandbox(t *testing.T) {
 	if err := s.Verify(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var exports, acknowledged int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'acknowledged') FROM dps_exports`).Scan(&exports, &acknowledged); err != nil {
-		t.Fatal(err)
-	}
-	if exports == 0 || acknowledged != exports {
-		t.Fatalf("%d of %d exports acknowledged", acknowledged, exports)
-	}
+	exports := requireAllAcknowledged(t, ctx, s)
 	for _, f := range s.dps.received() {
 		if f.MessageID == leftover {
 			t.Errorf("DPS took message %s, which was in its inbox before the run", leftover)
