@@ -15,7 +15,10 @@ const Redacted = "[REDACTED]"
 // RedactingHandler wraps another handler and masks, before anything reaches it:
 //   - attributes whose key names a secret or a patient identifier, at any depth of groups;
 //   - NHS numbers, URL passwords and MESH authorisation tokens inside any string or error value and
-//     inside the message itself, because an error from a driver or an HTTP library may quote them.
+//     inside the message itself, because an error from a driver or an HTTP library may quote them;
+//
+// and leaves our own identifiers whole (IdentifierKey), so that a request or an export can be followed
+// through the logs by its id.
 //
 // It sits below the logger every process builds, so no call site can bypass it.
 type RedactingHandler struct {
@@ -56,6 +59,9 @@ func redactAttr(a slog.Attr) slog.Attr {
 	a.Value = a.Value.Resolve()
 	if SensitiveKey(a.Key) {
 		return slog.String(a.Key, Redacted)
+	}
+	if IdentifierKey(a.Key) && a.Value.Kind() != slog.KindGroup {
+		return a
 	}
 	switch a.Value.Kind() {
 	case slog.KindGroup:
@@ -106,9 +112,15 @@ func redactJSON(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, e := range t {
-			if SensitiveKey(k) {
+			switch {
+			case SensitiveKey(k):
 				t[k] = Redacted
-			} else {
+			case IdentifierKey(k):
+				// A string is kept whole, like the attribute of the same name.
+				if _, isString := e.(string); !isString {
+					t[k] = redactJSON(e)
+				}
+			default:
 				t[k] = redactJSON(e)
 			}
 		}
@@ -155,16 +167,32 @@ func SensitiveKey(key string) bool {
 	return false
 }
 
+// identifierKeys name attributes that hold our own identifiers: request and export ids, MESH message and
+// local ids, file names, record UUIDs. They are passed untouched, because an operator follows a request or
+// an export through the logs by them, and ten digits inside one (a timestamp in a request id, the last
+// group of a UUID) are not an NHS number. Nothing in them comes from a patient's record.
+var identifierKeys = map[string]bool{
+	"request_id": true, "export_id": true, "mesh_message_id": true, "previous_mesh_message_id": true,
+	"message_id": true, "filename": true, "mesh_local_id": true, "local_id": true, "record_uuid": true,
+}
+
+// IdentifierKey reports whether an attribute key names one of our identifiers, which redaction leaves
+// whole.
+func IdentifierKey(key string) bool { return identifierKeys[strings.ToLower(key)] }
+
 var (
-	// Ten digits, optionally written 3-3-4 with spaces or dashes, not part of a longer number.
-	nhsNumberPattern = regexp.MustCompile(`(^|[^0-9])([0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4})([^0-9]|$)`)
+	// An NHS number as a value: ten digits, or 3-3-4 with single spaces. Whether it stands alone is
+	// decided by standsAlone, since Go's regexp has no look-around.
+	nhsNumberPattern = regexp.MustCompile(`[0-9]{3} [0-9]{3} [0-9]{4}|[0-9]{10}`)
 	urlPassword      = regexp.MustCompile(`(://[^/:@\s]*:)[^@\s/]+@`)
 	meshToken        = regexp.MustCompile(`NHSMESH\s+\S+`)
 	keyValueSecret   = regexp.MustCompile(`(?i)\b(password|passphrase|secret|token|shared_key|sharedkey)\s*[=:]\s*\S+`)
 )
 
-// ScrubString masks NHS numbers (any ten-digit number with a valid mod-11 check digit), passwords in
-// URLs, MESH authorisation tokens and key=value secrets inside free text.
+// ScrubString masks NHS numbers, passwords in URLs, MESH authorisation tokens and key=value secrets
+// inside free text. An NHS number is masked only where it is a value of its own: ten digits with a valid
+// mod-11 check digit, or the same written 3-3-4 with spaces, standing alone. Digits inside a longer token
+// (a request id, a UUID, a MESH message id, a file name) are left as they are.
 func ScrubString(s string) string {
 	if s == "" {
 		return s
@@ -175,22 +203,66 @@ func ScrubString(s string) string {
 	if !hasTenDigits(s) {
 		return s
 	}
-	// ReplaceAllStringFunc cannot see overlapping boundaries, so loop until stable.
-	for range 4 {
-		next := nhsNumberPattern.ReplaceAllStringFunc(s, func(m string) string {
-			sub := nhsNumberPattern.FindStringSubmatch(m)
-			digits := strings.NewReplacer(" ", "", "-", "").Replace(sub[2])
-			if !validNHSNumber(digits) {
-				return m
-			}
-			return sub[1] + "[REDACTED-NHS-NUMBER]" + sub[3]
-		})
-		if next == s {
-			break
-		}
-		s = next
+	matches := nhsNumberPattern.FindAllStringIndex(s, -1)
+	if matches == nil {
+		return s
 	}
-	return s
+	var b strings.Builder
+	last := 0
+	for _, m := range matches {
+		digits := strings.ReplaceAll(s[m[0]:m[1]], " ", "")
+		if !standsAlone(s, m[0], m[1]) || !validNHSNumber(digits) {
+			continue
+		}
+		b.WriteString(s[last:m[0]])
+		b.WriteString(RedactedNHSNumber)
+		last = m[1]
+	}
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// RedactedNHSNumber replaces an NHS number found in text.
+const RedactedNHSNumber = "[REDACTED-NHS-NUMBER]"
+
+// standsAlone reports whether s[start:end] is a token of its own: not touching a letter or digit, and
+// not joined to one by a character that makes one token of several parts (the "-" of a UUID or a request
+// id, the "_" of a MESH message id, the "." of a file name, the "/" of a path).
+func standsAlone(s string, start, end int) bool {
+	if start > 0 {
+		c := s[start-1]
+		if isAlnum(c) {
+			return false
+		}
+		if isJoiner(c) && start > 1 && isAlnum(s[start-2]) {
+			return false
+		}
+	}
+	if end < len(s) {
+		c := s[end]
+		if isAlnum(c) {
+			return false
+		}
+		if isJoiner(c) && end+1 < len(s) && isAlnum(s[end+1]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+func isJoiner(c byte) bool {
+	switch c {
+	case '-', '_', '.', '/', '\\', '+', '^', '~', '#', '@':
+		return true
+	}
+	return false
 }
 
 func hasTenDigits(s string) bool {
@@ -201,7 +273,7 @@ func hasTenDigits(s string) bool {
 			if run >= 10 {
 				return true
 			}
-		} else if s[i] != ' ' && s[i] != '-' {
+		} else if s[i] != ' ' {
 			run = 0
 		}
 	}

@@ -42,6 +42,8 @@ func TestScrubString(t *testing.T) {
 		{"nhs number alone", "9992686766", "[REDACTED-NHS-NUMBER]"},
 		{"nhs number in text", "patient 9992686766 missing", "patient [REDACTED-NHS-NUMBER] missing"},
 		{"nhs number spaced", "nhs 999 268 6766.", "nhs [REDACTED-NHS-NUMBER]."},
+		{"nhs number at the end", "nhs_number=9992686766", "nhs_number=[REDACTED-NHS-NUMBER]"},
+		{"nhs number quoted", `patient "9992686766", (999 268 6766)`, `patient "[REDACTED-NHS-NUMBER]", ([REDACTED-NHS-NUMBER])`},
 		{"bad check digit kept", "order 1234567890 shipped", "order 1234567890 shipped"},
 		{"longer numbers kept", "message 20200529155357895317_3573F8", "message 20200529155357895317_3573F8"},
 		{"url password", "dial postgres://app:s3cret@db:5432/dps failed", "dial postgres://app:[REDACTED]@db:5432/dps failed"},
@@ -55,6 +57,82 @@ func TestScrubString(t *testing.T) {
 				t.Errorf("ScrubString(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestNHSNumbersMaskedIdentifiersKept: an NHS number is masked where it is a value of its own, and
+// never where its digits are part of one of our identifiers, whether the identifier comes as its own
+// attribute, inside another attribute's text or inside the message.
+func TestNHSNumbersMaskedIdentifiersKept(t *testing.T) {
+	const nhs = "9992686766" // a valid test NHS number (mod 11)
+	tests := []struct {
+		name, key, value string
+		masked           bool
+	}{
+		// NHS numbers: masked under any key that is not one of our identifiers.
+		{"alone", "note", nhs, true},
+		{"alone in text", "error", "no consent recorded for " + nhs + " today", true},
+		{"3-3-4 spaced", "note", "999 268 6766", true},
+		{"3-3-4 spaced in text", "error", "patient 999 268 6766: missing", true},
+		{"after a colon", "error", "nhs:" + nhs, true},
+		{"end of a sentence", "error", "refused " + nhs + ".", true},
+		// Identifiers holding ten digits: untouched, as their own attribute and inside free text.
+		{"request id attribute", "request_id", "devstack-20261126T" + nhs + "a2-HPV", false},
+		{"request id in text", "error", "request devstack-" + nhs + "-HPV failed", false},
+		{"uuid attribute", "export_id", "e29f84fe-c417-4526-aa6a-" + nhs + "ff", false},
+		{"uuid in text", "error", "export 'e29f84fe-c417-4526-aa6a-" + nhs + "ff' failed", false},
+		{"uuid last group all digits", "error", "export e29f84fe-c417-4526-aa6a-00" + nhs, false},
+		{"mesh message id attribute", "mesh_message_id", nhs + "5357895317_3573F8", false},
+		{"mesh message id of ten digits", "mesh_message_id", nhs, false},
+		{"mesh message id in text", "error", "message " + nhs + "_3573F8 not found", false},
+		{"mesh local id", "mesh_local_id", "e29f84fe-c417-4526-aa6a-" + nhs + "ff.2", false},
+		{"file name attribute", "filename", "HPV_Vaccinations_v5_X26_" + nhs + ".csv", false},
+		{"file name in text", "error", "upload " + nhs + ".csv refused", false},
+		{"dashed digits", "error", "ref 999-268-6766", false},
+		{"longer number", "error", "sequence 1" + nhs, false},
+	}
+	for _, format := range []string{FormatJSON, FormatText} {
+		for _, tt := range tests {
+			t.Run(format+"/"+tt.name, func(t *testing.T) {
+				var buf bytes.Buffer
+				log, err := New(&buf, slog.LevelInfo, format)
+				if err != nil {
+					t.Fatal(err)
+				}
+				log.Info("event", slog.String(tt.key, tt.value))
+				want := 1
+				if !IdentifierKey(tt.key) {
+					log.Info(tt.value) // free text is scrubbed the same way as the message itself
+					want = 2
+				}
+				out := buf.String()
+				leaked := strings.Contains(strings.ReplaceAll(out, " ", ""), nhs)
+				if tt.masked {
+					if leaked || strings.Count(out, RedactedNHSNumber) != want {
+						t.Errorf("%s=%q: want the NHS number masked in the attribute and the message:\n%s", tt.key, tt.value, out)
+					}
+					return
+				}
+				if strings.Contains(out, "REDACTED") || !strings.Contains(out, tt.value) {
+					t.Errorf("%s=%q: want it untouched:\n%s", tt.key, tt.value, out)
+				}
+			})
+		}
+	}
+}
+
+// TestIdentifiersKeptInsideStructs: identifier fields of a struct or map logged whole pass untouched too.
+func TestIdentifiersKeptInsideStructs(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := New(&buf, slog.LevelInfo, FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "e29f84fe-c417-4526-aa6a-9992686766ff"
+	log.Info("export", slog.Any("export", map[string]any{"export_id": id, "note": "9992686766"}))
+	out := buf.String()
+	if !strings.Contains(out, id) || strings.Count(out, RedactedNHSNumber) != 1 {
+		t.Errorf("want the export id whole and the note masked: %s", out)
 	}
 }
 
