@@ -207,7 +207,15 @@ func printDeadLetterTable(w io.Writer, list []bus.StoredDeadLetter) error {
 	return nil
 }
 
+// payloadBytes is the original payload's size: recorded in the dead letter, or, in one written before
+// sizes were recorded, the length of its base64 copy decoded.
 func payloadBytes(m bus.DeadLetterMessage) int {
+	if m.PayloadSize > 0 || m.PayloadSHA256 != "" {
+		return m.PayloadSize
+	}
+	if m.PayloadBase64 == "" {
+		return len(m.Payload)
+	}
 	return base64.StdEncoding.DecodedLen(len(m.PayloadBase64)) - padding(m.PayloadBase64)
 }
 

@@ -60,6 +60,27 @@ var ErrUnknownSubject = errors.New("no schema for subject")
 // ErrMalformed is wrapped by Validate's error when the payload is not JSON.
 var ErrMalformed = errors.New("malformed JSON")
 
+// ErrTooLarge is wrapped by Validate's error when the payload is over its limit; nothing else is
+// looked at, so an oversized payload costs no parsing.
+var ErrTooLarge = errors.New("message too large")
+
+// MaxMessageBytes is the largest payload of any subject but a dead letter. Real messages are well
+// under 2 KiB; the bound keeps a forged one from costing memory, parsing and dead-letter space.
+const MaxMessageBytes = 64 << 10
+
+// MaxDeadLetterBytes is the largest dead letter: a payload of up to MaxMessageBytes kept once, which
+// JSON escaping can grow sixfold at worst, plus bounded headers and reason. It stays under NATS's
+// default 1 MiB max_payload, so a dead letter can always be published.
+const MaxDeadLetterBytes = 768 << 10
+
+// MaxBytes is the size limit of the named schema's payloads.
+func MaxBytes(name string) int {
+	if name == DeadLetter {
+		return MaxDeadLetterBytes
+	}
+	return MaxMessageBytes
+}
+
 // FieldError is one schema violation: Field is the JSON path of the
 // offending value ("programme", "headers.Nats-Msg-Id.0"; "" for the whole
 // document).
@@ -118,6 +139,7 @@ func Files() fs.FS { return files }
 
 // Validate checks payload against the schema of subject. It returns
 // ErrUnknownSubject (wrapped) for a subject without a schema, an error
+// wrapping ErrTooLarge for a payload over MaxBytes (checked first), one
 // wrapping ErrMalformed for bytes that are not one JSON value, and a
 // *ValidationError naming each failing field otherwise.
 func Validate(subject string, payload []byte) error {
@@ -133,6 +155,9 @@ func ValidateNamed(name string, payload []byte) error {
 	sch, ok := compiled()[name]
 	if !ok {
 		return fmt.Errorf("validate: unknown schema %q", name)
+	}
+	if limit := MaxBytes(name); len(payload) > limit {
+		return fmt.Errorf("%s: %w: %d bytes, the limit is %d", name, ErrTooLarge, len(payload), limit)
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
 	if err != nil {

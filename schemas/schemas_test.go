@@ -3,6 +3,7 @@ package schemas
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
@@ -137,7 +138,7 @@ func TestInvalidPayloads(t *testing.T) {
 			`{"stage":"sender","subject":"s","reason":"r","payload_base64":"***","headers":{"A":"b"},"stream":"S","stream_seq":1,"deliveries":1,"dead_lettered_at":"2024-08-23T02:00:00Z"}`,
 			[]string{"payload_base64: is not valid base64", "headers.A: must be array"}},
 		{"dead letter missing everything", "dps.deadletter.tracker", `{}`,
-			[]string{"stage: missing", "payload_base64: missing", "stream_seq: missing", "dead_lettered_at: missing"}},
+			[]string{"stage: missing", "payload: missing", "payload_base64: missing", "stream_seq: missing", "dead_lettered_at: missing"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,5 +166,81 @@ func TestMalformedJSON(t *testing.T) {
 		if !strings.Contains(err.Error(), "export-request: malformed JSON") {
 			t.Errorf("%q: unclear message %q", in, err)
 		}
+	}
+}
+
+// TestEveryStringIsBounded: every string in every schema has a maxLength (or is an enum), so that no
+// schema-valid message can carry an unbounded value into a log, a row or a dead letter.
+func TestEveryStringIsBounded(t *testing.T) {
+	for _, name := range Names() {
+		b, err := fs.ReadFile(Files(), name+".schema.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc any
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		var walk func(node any, path string)
+		walk = func(node any, path string) {
+			switch n := node.(type) {
+			case map[string]any:
+				if n["type"] == "string" && n["maxLength"] == nil && n["enum"] == nil {
+					t.Errorf("%s: %s is a string without maxLength", name, path)
+				}
+				for k, v := range n {
+					if k != "examples" {
+						walk(v, path+"/"+k)
+					}
+				}
+			case []any:
+				for i, v := range n {
+					walk(v, fmt.Sprintf("%s/%d", path, i))
+				}
+			}
+		}
+		walk(doc, "")
+	}
+}
+
+// TestLongFileNameRefused: a ready whose file name is 500,000 characters long, which the pattern alone
+// accepts, is refused by the schema.
+func TestLongFileNameRefused(t *testing.T) {
+	name := "Vaccinations-" + strings.Repeat("A", 500_000) + "-2024-08-23.csv"
+	payload := `{"export_id":"` + uuid1 + `","programme":"HPV","filename":"` + name + `","object_name":"o","size_bytes":1,"sha256":"` + sha + `","rows":1,"created_at":"2024-08-23T02:00:00Z"}`
+	err := Validate("dps.export.ready", []byte(payload))
+	if err == nil {
+		t.Fatal("a 500,000-character file name was accepted")
+	}
+	// The whole message is over the size limit, which is checked before anything else.
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	// Under the size limit, the field's own bound refuses it and names it.
+	name = "Vaccinations-" + strings.Repeat("A", 300) + "-2024-08-23.csv"
+	payload = `{"export_id":"` + uuid1 + `","programme":"HPV","filename":"` + name + `","object_name":"o","size_bytes":1,"sha256":"` + sha + `","rows":1,"created_at":"2024-08-23T02:00:00Z"}`
+	err = Validate("dps.export.ready", []byte(payload))
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "filename: longer than 255") {
+		t.Fatalf("got %v, want filename: longer than 255 characters", err)
+	}
+}
+
+// TestSizeCheckedFirst: an oversized payload is refused as too large even when it is not JSON, and
+// a dead letter has its own, larger limit.
+func TestSizeCheckedFirst(t *testing.T) {
+	big := []byte(strings.Repeat("{", MaxMessageBytes+1))
+	err := Validate("dps.export.request", big)
+	if !errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) {
+		t.Fatalf("got %v, want ErrTooLarge only", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("%d bytes, the limit is %d", len(big), MaxMessageBytes)) {
+		t.Errorf("unclear message %q", err)
+	}
+	if err := Validate("dps.deadletter.request", big); errors.Is(err, ErrTooLarge) {
+		t.Errorf("a dead letter of %d bytes is refused as too large: %v", len(big), err)
+	}
+	if err := Validate("dps.deadletter.request", make([]byte, MaxDeadLetterBytes+1)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("got %v for an oversized dead letter, want ErrTooLarge", err)
 	}
 }

@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -218,11 +217,16 @@ func RedriveDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) 
 	}
 	dl := stored.Message
 	res.Subject = dl.Subject
-	payload, err := base64.StdEncoding.DecodeString(dl.PayloadBase64)
+	payload, whole, err := dl.OriginalPayload()
 	if err != nil {
-		return res, &RedriveRefusedError{Seq: seq, Reason: "payload_base64 is not base64: " + err.Error(), Err: err}
+		return res, &RedriveRefusedError{Seq: seq, Reason: err.Error(), Err: err}
 	}
 	res.Size = len(payload)
+	if !whole {
+		return res, &RedriveRefusedError{Seq: seq, Reason: fmt.Sprintf(
+			"the dead letter keeps only the first %d of the original's %d bytes (SHA-256 %s); it cannot be re-driven",
+			len(payload), dl.PayloadSize, dl.PayloadSHA256)}
+	}
 	if strings.HasPrefix(dl.Subject, SubjectDeadLetterPrefix) || streamOf(dl.Subject) == "" {
 		return res, &RedriveRefusedError{Seq: seq, Reason: fmt.Sprintf("original subject %q is not one a stage consumes", dl.Subject)}
 	}

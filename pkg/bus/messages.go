@@ -92,16 +92,20 @@ type MailboxValidated struct {
 
 // DeadLetterMessage is published on dps.deadletter.<stage> by DeadLetter.
 type DeadLetterMessage struct {
-	Stage          string              `json:"stage"`
-	Subject        string              `json:"subject"`
-	Reason         string              `json:"reason"`
-	Payload        string              `json:"payload,omitempty"` // omitted when not valid UTF-8
-	PayloadBase64  string              `json:"payload_base64"`
-	Headers        map[string][]string `json:"headers"`
-	Stream         string              `json:"stream"`
-	StreamSeq      uint64              `json:"stream_seq"`
-	Deliveries     uint64              `json:"deliveries"`
-	DeadLetteredAt time.Time           `json:"dead_lettered_at"`
+	Stage            string              `json:"stage"`
+	Subject          string              `json:"subject"`
+	Reason           string              `json:"reason"`
+	Payload          string              `json:"payload"`                  // the payload when it is valid UTF-8
+	PayloadBase64    string              `json:"payload_base64,omitempty"` // the payload when it is not
+	PayloadSize      int                 `json:"payload_size"`             // of the original, truncated or not
+	PayloadSHA256    string              `json:"payload_sha256,omitempty"` // of the whole original
+	PayloadTruncated bool                `json:"payload_truncated,omitempty"`
+	Headers          map[string][]string `json:"headers"`
+	HeadersTruncated bool                `json:"headers_truncated,omitempty"`
+	Stream           string              `json:"stream"`
+	StreamSeq        uint64              `json:"stream_seq"`
+	Deliveries       uint64              `json:"deliveries"`
+	DeadLetteredAt   time.Time           `json:"dead_lettered_at"`
 }
 
 // Lifecycle event names used in Nats-Msg-Ids.

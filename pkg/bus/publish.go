@@ -2,10 +2,13 @@ package bus
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -140,39 +143,98 @@ func Decode(msg jetstream.Msg, v any) error {
 // maxReason bounds a dead-letter reason (the schema's maxLength).
 const maxReason = 4096
 
-// NewDeadLetter builds the dead letter of msg for stage: its payload (as text when valid UTF-8, always as
-// base64), headers, origin (stream, sequence, deliveries) and reason, cut to the schema's 4096 bytes.
-// It is the one place a dead letter is shaped, for DeadLetter and for a consumer that must enqueue the
-// dead letter through the outbox in the transaction that records the failure. Publish it on
-// DeadLetterSubject(stage) with Nats-Msg-Id dl.MsgID().
+// Bounds of what a dead letter keeps of the original (the dead-letter schema's limits). With them a
+// dead letter always fits under NATS's max_payload, however large or odd the original was.
+const (
+	// MaxDeadLetterPayload is how many bytes of the original payload a dead letter keeps; beyond it the
+	// payload is cut, and its original size and SHA-256 recorded.
+	MaxDeadLetterPayload = schemas.MaxMessageBytes
+	maxHeaders           = 32
+	maxHeaderName        = 256
+	maxHeaderValue       = 1024
+)
+
+// NewDeadLetter builds the dead letter of msg for stage: its payload kept once (as text when valid
+// UTF-8, otherwise as base64; cut to MaxDeadLetterPayload bytes, with the original's size and SHA-256
+// always recorded), its headers (bounded likewise), origin (stream, sequence, deliveries) and reason,
+// cut to the schema's 4096 bytes. It is the one place a dead letter is shaped, for DeadLetter and for a
+// consumer that must enqueue the dead letter through the outbox in the transaction that records the
+// failure. Publish it on DeadLetterSubject(stage) with Nats-Msg-Id dl.MsgID().
 func NewDeadLetter(stage string, msg jetstream.Msg, reason string) (DeadLetterMessage, error) {
 	md, err := msg.Metadata()
 	if err != nil {
 		return DeadLetterMessage{}, fmt.Errorf("dead-letter %s: message metadata: %w", stage, err)
 	}
-	reason = truncate(reason, maxReason)
+	dl := NewDeadLetterOf(stage, msg.Subject(), md.Stream, md.Sequence.Stream, md.NumDelivered, msg.Data(), msg.Headers(), reason)
+	return dl, nil
+}
+
+// NewDeadLetterOf is NewDeadLetter for something that is not a JetStream message (an outbox row that
+// can never be published): origin names where it was (stream, or the table, and the sequence or row id).
+func NewDeadLetterOf(stage, subject, origin string, seq, deliveries uint64, data []byte, headers nats.Header, reason string) DeadLetterMessage {
+	reason = truncate(strings.ToValidUTF8(reason, "?"), maxReason)
 	if reason == "" {
 		reason = "unspecified"
 	}
-	data := msg.Data()
+	sum := sha256.Sum256(data)
 	dl := DeadLetterMessage{
 		Stage:          stage,
-		Subject:        msg.Subject(),
+		Subject:        truncate(strings.ToValidUTF8(subject, "?"), 255),
 		Reason:         reason,
-		PayloadBase64:  base64.StdEncoding.EncodeToString(data),
+		PayloadSize:    len(data),
+		PayloadSHA256:  hex.EncodeToString(sum[:]),
 		Headers:        map[string][]string{},
-		Stream:         md.Stream,
-		StreamSeq:      md.Sequence.Stream,
-		Deliveries:     md.NumDelivered,
+		Stream:         truncate(origin, 64),
+		StreamSeq:      max(seq, 1),
+		Deliveries:     max(deliveries, 1),
 		DeadLetteredAt: time.Now().UTC(),
 	}
+	kept := data
+	if len(kept) > MaxDeadLetterPayload {
+		kept, dl.PayloadTruncated = kept[:MaxDeadLetterPayload], true
+	}
 	if utf8.Valid(data) {
-		dl.Payload = string(data)
+		// Cut on a rune boundary, so the text stays valid.
+		dl.Payload = truncate(string(data), len(kept))
+	} else {
+		dl.PayloadBase64 = base64.StdEncoding.EncodeToString(kept)
 	}
-	for k, vs := range msg.Headers() {
-		dl.Headers[k] = append([]string(nil), vs...)
+	names := make([]string, 0, len(headers))
+	for k := range headers {
+		names = append(names, k)
 	}
-	return dl, nil
+	sort.Strings(names)
+	for _, k := range names {
+		if len(dl.Headers) == maxHeaders || len(k) > maxHeaderName || !utf8.ValidString(k) {
+			dl.HeadersTruncated = true
+			continue
+		}
+		for _, v := range headers[k] {
+			cut := truncate(strings.ToValidUTF8(v, "?"), maxHeaderValue)
+			if cut != v {
+				dl.HeadersTruncated = true
+			}
+			dl.Headers[k] = append(dl.Headers[k], cut)
+		}
+		if len(dl.Headers[k]) > 8 {
+			dl.Headers[k], dl.HeadersTruncated = dl.Headers[k][:8], true
+		}
+	}
+	return dl
+}
+
+// OriginalPayload is the payload the dead letter keeps, as bytes, and whether it is the whole original.
+// Dead letters written before payloads were kept once carry both forms; base64 is then the exact one.
+func (dl DeadLetterMessage) OriginalPayload() (payload []byte, whole bool, err error) {
+	if dl.PayloadBase64 != "" {
+		payload, err = base64.StdEncoding.DecodeString(dl.PayloadBase64)
+		if err != nil {
+			return nil, false, fmt.Errorf("payload_base64 is not base64: %w", err)
+		}
+	} else {
+		payload = []byte(dl.Payload)
+	}
+	return payload, !dl.PayloadTruncated, nil
 }
 
 // MsgID is the dead letter's Nats-Msg-Id, "<stage>:<stream>:<stream seq>": dead-lettering one delivery

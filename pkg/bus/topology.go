@@ -136,6 +136,14 @@ type ConsumerDef struct {
 	Config jetstream.ConsumerConfig
 }
 
+// MaxAckPending is every durable consumer's limit of messages delivered and not yet acknowledged. A
+// message waiting for a delayed redelivery (a nak with delay after a transient failure) holds one of
+// these slots for the whole delay, and once they are all held the server delivers nothing else: with
+// the 16 the producer had, 16 requests failing for a while stalled every export behind them. Handlers
+// work one message at a time per replica and dead-letter at once what can never succeed, so only
+// messages that may still succeed wait here; 1000 of them is far more than a night's traffic.
+const MaxAckPending = 1000
+
 // Consumers returns the durable pull consumer definitions.
 //
 // BackOff governs redelivery after an ack timeout (a crashed or stuck
@@ -166,11 +174,11 @@ func (t Topology) Consumers() []ConsumerDef {
 	}
 	return []ConsumerDef{
 		consumer(StreamRequests, ConsumerProducer, "producer: export requests", SubjectExportRequest,
-			t.AckWait, 10, 16, schedule(t.AckWait, 1, 2, 5, 10)),
+			t.AckWait, 10, MaxAckPending, schedule(t.AckWait, 1, 2, 5, 10)),
 		consumer(StreamBatches, ConsumerSender, "sender: batches to deliver to MESH, shared by all replicas", SubjectExportReady,
-			t.SenderAckWait, 20, 256, schedule(t.SenderAckWait, 1, 1, 2, 2, 3, 6)),
+			t.SenderAckWait, 20, MaxAckPending, schedule(t.SenderAckWait, 1, 1, 2, 2, 3, 6)),
 		consumer(StreamEvents, ConsumerTracker, "tracker: exports accepted by MESH", SubjectExportSent,
-			t.AckWait, 10, 256, schedule(t.AckWait, 1, 2, 5, 10)),
+			t.AckWait, 10, MaxAckPending, schedule(t.AckWait, 1, 2, 5, 10)),
 	}
 }
 

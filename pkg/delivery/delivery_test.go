@@ -3,7 +3,6 @@ package delivery
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -229,7 +228,7 @@ func TestPermanentRefusalFailsTheExport(t *testing.T) {
 		t.Errorf("dead letters %+v", dls)
 	}
 	if len(dls) == 1 {
-		payload, _ := base64.StdEncoding.DecodeString(dls[0].PayloadBase64)
+		payload, _, _ := dls[0].OriginalPayload()
 		if !strings.Contains(string(payload), x.Ready.ExportID) {
 			t.Errorf("dead letter payload %q does not carry the batch", payload)
 		}

@@ -46,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, outcome := range []string{"exported", "dead_lettered", "retried"} {
 		m.RequestsReceived.WithLabelValues(outcome)
 	}
-	for _, kind := range []string{"invalid", "unknown_programme", "retries_exhausted"} {
+	for _, kind := range []string{"invalid", "unknown_programme", "database_refused", "conflict", "retries_exhausted"} {
 		m.DeadLetters.WithLabelValues(kind)
 	}
 	for _, status := range []Status{Created, Existing, NothingToSend, DryRun} {

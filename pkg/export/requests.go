@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
 // RequestConsumer consumes dps.export.request through the durable consumer "producer" and runs each
@@ -113,9 +114,15 @@ func (c *RequestConsumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	stopHeartbeat()
 
 	var unknown *UnknownProgrammeError
+	dbErr, permanent := store.IsPermanent(err)
 	switch {
 	case errors.As(err, &unknown):
 		c.deadLetter(ctx, log, msg, "unknown_programme", unknown.Error())
+	case permanent:
+		// Postgres refused what the request carries (a NUL byte, a value too long): the same request
+		// fails the same way on every delivery, so retrying it would only hold up the requests behind it.
+		c.deadLetter(ctx, log, msg, "database_refused", fmt.Sprintf(
+			"Postgres refused the request for good (SQLSTATE %s): %v", dbErr.SQLState, err))
 	case err != nil && c.lastDelivery(msg):
 		c.deadLetter(ctx, log, msg, "retries_exhausted", fmt.Sprintf(
 			"gave up after %d deliveries; the request stays in %s for `producer replay`: %v", c.MaxDeliver, bus.StreamRequests, err))

@@ -39,12 +39,27 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// Timeouts bound how long one connection may hold the server, so that slow or idle clients (a
+// misbehaving scraper, a port scan, many idle keep-alive connections) cannot pile up.
+type Timeouts struct {
+	// Read bounds reading a whole request, headers and body.
+	Read time.Duration
+	// Write bounds writing a response, from the end of the request's headers.
+	Write time.Duration
+	// Idle bounds how long a keep-alive connection waits for its next request.
+	Idle time.Duration
+}
+
+// DefaultTimeouts suit /healthz and /metrics: both answer in well under a second.
+var DefaultTimeouts = Timeouts{Read: 10 * time.Second, Write: 30 * time.Second, Idle: 60 * time.Second}
+
 // Server serves /healthz and /metrics.
 type Server struct {
 	addr     string
 	log      *slog.Logger
 	mux      *http.ServeMux
 	timeout  time.Duration
+	timeouts Timeouts
 	mu       sync.Mutex
 	checks   []Check
 	listener net.Listener
@@ -52,11 +67,14 @@ type Server struct {
 
 // NewServer builds a server for addr; Run starts it.
 func NewServer(addr string, reg *prometheus.Registry, log *slog.Logger, checks ...Check) *Server {
-	s := &Server{addr: addr, log: log, mux: http.NewServeMux(), timeout: 3 * time.Second, checks: checks}
+	s := &Server{addr: addr, log: log, mux: http.NewServeMux(), timeout: 3 * time.Second, timeouts: DefaultTimeouts, checks: checks}
 	s.mux.HandleFunc("GET /healthz", s.serveHealth)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	return s
 }
+
+// SetTimeouts replaces DefaultTimeouts; call it before Run.
+func (s *Server) SetTimeouts(t Timeouts) { s.timeouts = t }
 
 // AddCheck adds a probe after construction, for dependencies that come up later.
 func (s *Server) AddCheck(c Check) {
@@ -93,7 +111,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := s.httpServer()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
 	select {
@@ -103,6 +121,17 @@ func (s *Server) Run(ctx context.Context) error {
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(shutdownCtx)
+	}
+}
+
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: min(5*time.Second, s.timeouts.Read),
+		ReadTimeout:       s.timeouts.Read,
+		WriteTimeout:      s.timeouts.Write,
+		IdleTimeout:       s.timeouts.Idle,
+		MaxHeaderBytes:    16 << 10,
 	}
 }
 
