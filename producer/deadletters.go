@@ -52,7 +52,7 @@ type deadLetterOptions struct {
 }
 
 func (o *deadLetterOptions) define(fs *flag.FlagSet) {
-	fs.StringVar(&o.stage, "stage", "", "only this stage: request, sender or tracker")
+	fs.StringVar(&o.stage, "stage", "", "only this stage: request, sender, tracker or outbox")
 	fs.StringVar(&o.since, "since", "", "only dead letters stored since: an RFC 3339 time or a duration such as 24h")
 	fs.IntVar(&o.limit, "limit", defaultDeadLetterLimit, "show at most the newest N (0: all)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per line instead of a table")
@@ -61,9 +61,9 @@ func (o *deadLetterOptions) define(fs *flag.FlagSet) {
 
 func (o *deadLetterOptions) check(now time.Time) error {
 	switch o.stage {
-	case "", bus.StageRequest, bus.StageSender, bus.StageTracker:
+	case "", bus.StageRequest, bus.StageSender, bus.StageTracker, bus.StageOutbox:
 	default:
-		return process.Usagef("dead-letters: --stage %q: want request, sender or tracker", o.stage)
+		return process.Usagef("dead-letters: --stage %q: want request, sender, tracker or outbox", o.stage)
 	}
 	if o.limit < 0 {
 		return process.Usagef("dead-letters: --limit must not be negative")

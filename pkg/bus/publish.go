@@ -111,6 +111,14 @@ func transient(err error) bool {
 	return false
 }
 
+// Unpublishable reports whether a publish error can never go away by retrying the same message: it
+// breaks its schema or the size limit, or the server refused its size. Other errors (an outage, a
+// permission an operator can grant) may pass.
+func Unpublishable(err error) bool {
+	var invalid *InvalidMessageError
+	return errors.As(err, &invalid) || errors.Is(err, nats.ErrMaxPayload)
+}
+
 // InvalidMessageError is a message that can never be processed: not JSON,
 // not valid against its subject's schema, or on a subject without one. The
 // consumer should dead-letter it (and ack), not retry it.

@@ -31,6 +31,7 @@ const (
 	SubjectDeadLetterRequest  = SubjectDeadLetterPrefix + StageRequest
 	SubjectDeadLetterSender   = SubjectDeadLetterPrefix + StageSender
 	SubjectDeadLetterTracker  = SubjectDeadLetterPrefix + StageTracker
+	SubjectDeadLetterOutbox   = SubjectDeadLetterPrefix + StageOutbox
 	subjectDeadLetterWildcard = SubjectDeadLetterPrefix + ">"
 )
 
@@ -39,6 +40,8 @@ const (
 	StageRequest = "request"
 	StageSender  = "sender"
 	StageTracker = "tracker"
+	// StageOutbox is a Postgres outbox row the stream could never take (invalid or too large).
+	StageOutbox = "outbox"
 )
 
 // Streams.

@@ -11,11 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/schemas"
 )
@@ -44,7 +49,8 @@ func Enqueue(ctx context.Context, tx pgx.Tx, subject, msgID string, v any) error
 }
 
 // Relay publishes committed outbox rows. Several relays (one per process replica) may run at once: each
-// takes rows with FOR UPDATE SKIP LOCKED.
+// takes rows with FOR UPDATE SKIP LOCKED. A row the stream can never take is set aside (see flushBatch)
+// so that it never holds up the rows after it.
 type Relay struct {
 	pool       *pgxpool.Pool
 	js         jetstream.JetStream
@@ -53,7 +59,33 @@ type Relay struct {
 	interval   time.Duration
 	publishTTL time.Duration
 	published  func(subject string)
+	metrics    *Metrics
 }
+
+// Metrics counts what the relays of a process set aside.
+type Metrics struct {
+	// SetAside counts rows set aside, by subject: dps_outbox_set_aside_total.
+	SetAside *prometheus.CounterVec
+}
+
+// NewMetrics registers the relay's metrics on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{SetAside: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dps_outbox_set_aside_total",
+		Help: "Outbox rows set aside because the stream can never take them (invalid or too large); each has a dead letter on dps.deadletter.outbox.",
+	}, []string{"subject"})}
+	if reg != nil {
+		reg.MustRegister(m.SetAside)
+	}
+	return m
+}
+
+// WithMetrics counts set-aside rows in m.
+func WithMetrics(m *Metrics) Option { return func(r *Relay) { r.metrics = m } }
+
+// SetAsideOrigin is the dead letter's "stream" for an outbox row: the table it was in. Its stream_seq
+// is the row's id.
+const SetAsideOrigin = "dps_outbox"
 
 // Option adjusts a Relay.
 type Option func(*Relay)
@@ -67,7 +99,7 @@ func OnPublished(f func(subject string)) Option { return func(r *Relay) { r.publ
 // NewRelay builds a relay.
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger, opts ...Option) *Relay {
 	r := &Relay{pool: pool, js: js, log: log, batch: 100, interval: time.Second, publishTTL: 10 * time.Second,
-		published: func(string) {}}
+		published: func(string) {}, metrics: NewMetrics(nil)}
 	for _, o := range opts {
 		o(r)
 	}
@@ -141,51 +173,63 @@ func (r *Relay) wait(ctx context.Context, listener *pgxpool.Conn, d time.Duratio
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := r.flushBatch(ctx)
-		total += n
-		if err != nil || n < r.batch {
+		published, taken, err := r.flushBatch(ctx)
+		total += published
+		// A full batch may have more behind it; a row set aside enqueued its dead letter after it.
+		if err != nil || (taken < r.batch && published == taken) {
 			return total, err
 		}
 	}
 }
 
 type outboxRow struct {
-	id      int64
-	subject string
-	msgID   string
-	payload []byte
+	id       int64
+	subject  string
+	msgID    string
+	payload  []byte
+	attempts int
 }
 
-func (r *Relay) flushBatch(ctx context.Context) (int, error) {
+// flushBatch publishes up to one batch of rows in id order and returns how many it published and how
+// many it took (published, set aside, or failed).
+func (r *Relay) flushBatch(ctx context.Context) (published, taken int, err error) {
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("outbox: begin: %w", err)
+		return 0, 0, fmt.Errorf("outbox: begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after commit this is a no-op
 
 	rows, err := tx.Query(ctx, `
-		SELECT id, subject, msg_id, payload::text FROM dps_outbox
-		WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
+		SELECT id, subject, msg_id, payload::text, attempts FROM dps_outbox
+		WHERE published_at IS NULL AND set_aside_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
 	if err != nil {
-		return 0, fmt.Errorf("outbox: select: %w", err)
+		return 0, 0, fmt.Errorf("outbox: select: %w", err)
 	}
 	pending, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
 		var o outboxRow
 		var payload string
-		err := row.Scan(&o.id, &o.subject, &o.msgID, &payload)
+		err := row.Scan(&o.id, &o.subject, &o.msgID, &payload, &o.attempts)
 		o.payload = []byte(payload)
 		return o, err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("outbox: select: %w", err)
+		return 0, 0, fmt.Errorf("outbox: select: %w", err)
 	}
 
-	published := 0
 	var publishErr error
 	for _, o := range pending {
 		pubCtx, cancel := context.WithTimeout(ctx, r.publishTTL)
 		_, err := bus.Publish(pubCtx, r.js, o.subject, o.msgID, json.RawMessage(o.payload))
 		cancel()
+		if err != nil && bus.Unpublishable(err) {
+			// Publishing it again would fail the same way for ever, and the rows after it would wait
+			// behind it: set it aside, say why, and go on.
+			if serr := r.setAside(ctx, tx, o, err); serr != nil {
+				publishErr = serr
+				break
+			}
+			continue
+		}
 		if err != nil {
 			publishErr = fmt.Errorf("outbox: publish %s %s: %w", o.subject, o.msgID, err)
 			if _, uerr := tx.Exec(ctx, `UPDATE dps_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1`,
@@ -195,24 +239,55 @@ func (r *Relay) flushBatch(ctx context.Context) (int, error) {
 			break
 		}
 		if _, err := tx.Exec(ctx, `UPDATE dps_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = $1`, o.id); err != nil {
-			return published, fmt.Errorf("outbox: mark published: %w", err)
+			return published, len(pending), fmt.Errorf("outbox: mark published: %w", err)
 		}
 		published++
 		r.published(o.subject)
 	}
 	// Commit what was published even when a later message failed, so it is not published twice.
 	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("outbox: commit: %w", err)
+		return 0, len(pending), fmt.Errorf("outbox: commit: %w", err)
 	}
-	if publishErr != nil {
-		return published, publishErr
-	}
-	return len(pending), nil
+	return published, len(pending), publishErr
 }
 
-// Pending counts rows not yet published, for health and metrics.
+// setAside marks row o as never to be published, with the reason, and enqueues in the same transaction
+// a dead letter on dps.deadletter.outbox keeping the row's payload (bounded like any dead letter) so
+// that nothing is lost and an operator sees it. A dead letter that cannot be published itself is only
+// set aside and logged: dead-lettering it would make another just like it.
+func (r *Relay) setAside(ctx context.Context, tx pgx.Tx, o outboxRow, cause error) error {
+	reason := fmt.Sprintf("outbox row %d (%s, Nats-Msg-Id %s) can never be published: %v", o.id, o.subject, o.msgID, cause)
+	if _, err := tx.Exec(ctx, `UPDATE dps_outbox SET set_aside_at = now(), attempts = attempts + 1, last_error = $2 WHERE id = $1`,
+		o.id, truncateText(reason, 4096)); err != nil {
+		return fmt.Errorf("outbox: set aside row %d: %w", o.id, err)
+	}
+	if !strings.HasPrefix(o.subject, bus.SubjectDeadLetterPrefix) {
+		dl := bus.NewDeadLetterOf(bus.StageOutbox, o.subject, SetAsideOrigin, uint64(o.id), uint64(o.attempts+1), o.payload,
+			nats.Header{jetstream.MsgIDHeader: []string{o.msgID}}, reason)
+		if err := Enqueue(ctx, tx, bus.DeadLetterSubject(bus.StageOutbox), dl.MsgID(), dl); err != nil {
+			return fmt.Errorf("outbox: dead-letter row %d: %w", o.id, err)
+		}
+	}
+	r.metrics.SetAside.WithLabelValues(o.subject).Inc()
+	r.log.Error("outbox row set aside: the stream can never take it; a dead letter keeps it",
+		slog.Int64("outbox_id", o.id), slog.String("subject", o.subject), slog.String("msg_id", o.msgID),
+		slog.String("reason", cause.Error()))
+	return nil
+}
+
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// Pending counts rows not yet published (set-aside rows excluded), for health and metrics.
 func Pending(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 	var n int64
-	err := pool.QueryRow(ctx, `SELECT count(*) FROM dps_outbox WHERE published_at IS NULL`).Scan(&n)
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM dps_outbox WHERE published_at IS NULL AND set_aside_at IS NULL`).Scan(&n)
 	return n, err
 }

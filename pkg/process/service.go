@@ -39,7 +39,8 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	if err := srv.Listen(); err != nil {
 		return &config.Error{Var: "HTTP_ADDR", Problem: fmt.Sprintf("cannot listen: %v", err)}
 	}
-	relay := outbox.NewRelay(s.Deps.Pool, s.Deps.JS, s.Log)
+	outboxMetrics := outbox.NewMetrics(s.Registry)
+	relay := outbox.NewRelay(s.Deps.Pool, s.Deps.JS, s.Log, outbox.WithMetrics(outboxMetrics))
 	attrs := append([]any{slog.String("http_addr", srv.Addr())}, attrsToAny(s.Attrs)...)
 	s.Log.Info(s.Name+" started", attrs...)
 
@@ -60,17 +61,17 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	stopSide()
 	wg.Wait()
 
-	FlushOutbox(ctx, s.Deps, s.Log)
+	FlushOutbox(ctx, s.Deps, s.Log, outbox.WithMetrics(outboxMetrics))
 	return err
 }
 
 // FlushOutbox publishes the events still pending in the outbox within FlushTimeout, even when ctx has
 // ended, rather than leaving them to the next process to start; a failure is only logged, since that
 // next process will publish them.
-func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger) {
+func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger, opts ...outbox.Option) {
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
 	defer cancel()
-	if _, err := outbox.NewRelay(deps.Pool, deps.JS, log).Flush(flushCtx); err != nil {
+	if _, err := outbox.NewRelay(deps.Pool, deps.JS, log, opts...).Flush(flushCtx); err != nil {
 		log.Warn("publish pending events at exit; the next process to start will", slog.Any("error", err))
 	}
 }
