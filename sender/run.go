@@ -13,12 +13,12 @@ import (
 // run is `sender run`: it connects, serves /healthz and /metrics, relays the outbox and delivers
 // batches until ctx ends, then finishes the send in flight within SENDER_SHUTDOWN_GRACE and drains.
 func run(ctx context.Context, cfg config.Sender, log *slog.Logger) error {
-	deps, client, err := process.OpenWithMESH(ctx, log, cfg.Shared, cfg.MESH, "sender")
+	reg := health.NewRegistry()
+	deps, client, err := process.OpenWithMESH(ctx, log, cfg.Shared, cfg.MESH, "sender", reg)
 	if err != nil {
 		return err
 	}
 	defer deps.Close()
-	reg := health.NewRegistry()
 	s, err := delivery.New(ctx, deliveryConfig(cfg), deps.Pool, deps.JS, client, log, delivery.NewMetrics(reg))
 	if err != nil {
 		return err

@@ -14,12 +14,12 @@ import (
 // run is `tracker run`: it connects, serves /healthz and /metrics, relays the outbox and tracks until
 // ctx ends, then drains.
 func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
-	deps, client, err := process.OpenWithMESH(ctx, log, cfg.Shared, cfg.MESH, "tracker")
+	reg := health.NewRegistry()
+	deps, client, err := process.OpenWithMESH(ctx, log, cfg.Shared, cfg.MESH, "tracker", reg)
 	if err != nil {
 		return err
 	}
 	defer deps.Close()
-	reg := health.NewRegistry()
 	tcfg := trackingConfig(cfg, deps, client, log)
 	tcfg.Metrics = tracking.NewMetrics(reg, deps.Pool, log)
 	tr, err := tracking.New(tcfg)

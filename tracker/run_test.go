@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
 	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
@@ -274,14 +276,25 @@ func TestRunProcess(t *testing.T) {
 }
 
 // TestRunGateClosed: with MESH_JOBS_ENABLED=false the service starts without MESH credentials, says
-// so at WARN, reports MESH "disabled" in /healthz and exits 0 on SIGTERM.
+// so at WARN, reports MESH "disabled" in /healthz and exits 0 on SIGTERM. The client certificate it is
+// given, 20 days from its end, is warned of at start and its expiry is on /metrics.
 func TestRunGateClosed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries and runs processes")
 	}
 	_, natsURL := natstest.Run(t)
 	dbURL := pgtest.NewDatabase(t)
-	p := startTracker(t, []string{"DATABASE_URL=" + dbURL, "NATS_URL=" + natsURL, "MESH_JOBS_ENABLED=false"})
+	ca, err := meshsandbox.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	notAfter := time.Now().Add(20 * 24 * time.Hour).Truncate(time.Second)
+	certPEM, keyPEM, err := ca.IssueClientUntil(cliOurMailbox, notAfter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startTracker(t, []string{"DATABASE_URL=" + dbURL, "NATS_URL=" + natsURL, "MESH_JOBS_ENABLED=false",
+		"MESH_CERTIFICATE=" + string(certPEM), "MESH_PRIVATE_KEY=" + string(keyPEM)})
 	addr := p.httpAddr(t)
 	eventually(t, "healthz", func() bool {
 		code, body := get(t, "http://"+addr+"/healthz")
@@ -289,6 +302,13 @@ func TestRunGateClosed(t *testing.T) {
 	})
 	if len(p.lines(`"level":"WARN","msg":"MESH_JOBS_ENABLED is false`)) == 0 {
 		t.Error("no WARN line about the closed gate")
+	}
+	if len(p.lines(`"level":"WARN","msg":"MESH client certificate expires within 30 days`)) != 1 {
+		t.Error("no WARN at start about the client certificate expiring within 30 days")
+	}
+	if _, body := get(t, "http://"+addr+"/metrics"); !strings.Contains(body,
+		"dps_mesh_client_certificate_expiry_timestamp_seconds "+strconv.FormatFloat(float64(notAfter.Unix()), 'g', -1, 64)) {
+		t.Errorf("/metrics lacks the certificate's expiry %d", notAfter.Unix())
 	}
 	if code := p.stop(t); code != 0 {
 		t.Errorf("tracker exited %d on SIGTERM, want 0", code)

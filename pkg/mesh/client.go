@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now stamps tokens (tests); default time.Now.
 	Now func() time.Time
+	// OnError, when set, is told of every failed attempt of a request (each MESH error response and each
+	// network failure, retried or not, but not the caller giving up), for metrics. It must be quick.
+	OnError func(*Error)
 }
 
 // Client talks to one MESH mailbox. It is safe for concurrent use.
@@ -194,6 +198,26 @@ func moduleVersion() string {
 // Mailbox returns the (upper-cased) mailbox id this client acts as.
 func (c *Client) Mailbox() string { return c.mailbox }
 
+// ClientCertificate is the client certificate this client presents for mutual TLS, nil when it has
+// none (or when Config.HTTPClient replaced the transport).
+func (c *Client) ClientCertificate() *x509.Certificate {
+	if c.cfg.HTTPClient != nil || c.cfg.TLS == nil || len(c.cfg.TLS.Certificates) == 0 {
+		return nil
+	}
+	cert := c.cfg.TLS.Certificates[0]
+	if cert.Leaf != nil {
+		return cert.Leaf
+	}
+	if len(cert.Certificate) == 0 {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
+}
+
 // ChunkSize returns the effective chunk size.
 func (c *Client) ChunkSize() int64 { return c.cfg.ChunkSize }
 
@@ -262,6 +286,9 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 			return resp, nil
 		default:
 			merr = responseError(r.op, resp, time.Now())
+		}
+		if c.cfg.OnError != nil {
+			c.cfg.OnError(merr)
 		}
 
 		if merr.StatusCode == http.StatusForbidden && !forbiddenRetried {

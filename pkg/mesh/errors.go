@@ -67,6 +67,16 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Operation is Op without its detail ("send chunk 2/3" is "send", "track by local id" is "track"): the
+// kind of call, a small fixed set fit for a metric label.
+func (e *Error) Operation() string {
+	op, _, _ := strings.Cut(e.Op, " ")
+	return op
+}
+
+// Operations are the values Error.Operation takes.
+var Operations = []string{"handshake", "send", "track", "inbox", "download", "acknowledge"}
+
 // IsTransient reports whether err is a MESH failure that may succeed if tried again later.
 func IsTransient(err error) bool {
 	var e *Error

@@ -19,8 +19,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/meshwatch"
 )
 
 // Exit codes.
@@ -131,7 +133,10 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// ValidateMailbox performs the MESH handshake: usage `validate-mailbox`.
+// ValidateMailbox performs the MESH handshake: usage `validate-mailbox`. It prints the mailbox, the
+// result and the client certificate's subject and expiry ({"client_certificate": null} without one),
+// and warns on stderr when that certificate expires within meshwatch.WarnDays or has expired, which is
+// also said when the handshake fails, since an expired certificate is a common cause.
 func ValidateMailbox(ctx context.Context, c *mesh.Client, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("validate-mailbox", "", "Check the mailbox's credentials with a MESH handshake.", stderr)
 	pos, code, ok := parse(fs, args)
@@ -141,10 +146,27 @@ func ValidateMailbox(ctx context.Context, c *mesh.Client, args []string, stdout,
 	if len(pos) != 0 {
 		return usageError(stderr, fs, "takes no arguments, got %q", pos)
 	}
+	var expiry *meshwatch.Expiry
+	if cert := c.ClientCertificate(); cert != nil {
+		e := meshwatch.ExpiryOf(cert, time.Now())
+		expiry = &e
+		switch {
+		case e.Expired:
+			fmt.Fprintf(stderr, "%s: the client certificate (%s) EXPIRED at %s: MESH refuses it\n", fs.Name(), e.Subject, e.NotAfter.Format(time.RFC3339))
+		case e.WithinDays > 0:
+			fmt.Fprintf(stderr, "%s: warning: the client certificate (%s) expires at %s, in %d days: request a renewed one\n",
+				fs.Name(), e.Subject, e.NotAfter.Format(time.RFC3339), e.DaysLeft)
+		}
+	}
 	if err := c.Handshake(ctx); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
-	if err := writeJSON(stdout, map[string]string{"mailbox": c.Mailbox(), "result": "ok"}); err != nil {
+	out := struct {
+		Mailbox           string            `json:"mailbox"`
+		Result            string            `json:"result"`
+		ClientCertificate *meshwatch.Expiry `json:"client_certificate"`
+	}{c.Mailbox(), "ok", expiry}
+	if err := writeJSON(stdout, out); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
 	return ExitOK

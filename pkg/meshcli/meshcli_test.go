@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -281,5 +283,84 @@ func TestExitCode(t *testing.T) {
 	}
 	if len(meshcli.Commands()) != 6 || len(meshcli.CommandNames()) != 6 {
 		t.Errorf("commands %v", meshcli.CommandNames())
+	}
+}
+
+// TestValidateMailboxShowsCertificateExpiry: over mutual TLS, validate-mailbox prints the client
+// certificate's subject and expiry, warns on stderr within 60, 30 and 7 days of its end, and names the
+// expired certificate when MESH refuses it.
+func TestValidateMailboxShowsCertificateExpiry(t *testing.T) {
+	ca, err := meshsandbox.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := meshsandbox.New(meshsandbox.Config{SharedKey: sharedKey, ClientCAs: ca.Pool(),
+		Mailboxes: []meshsandbox.Mailbox{{ID: senderMB, Password: senderPW}}})
+	srv := httptest.NewUnstartedServer(sb.Handler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused expired certificate is expected
+	if srv.TLS, err = sb.TLSConfig(ca, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	now := time.Now()
+	tests := []struct {
+		name       string
+		left       time.Duration
+		code       int
+		wantStderr string
+	}{
+		{"in a year", 365 * 24 * time.Hour, 0, ""},
+		{"in 45 days", 45 * 24 * time.Hour, 0, "expires at"},
+		{"in 20 days", 20 * 24 * time.Hour, 0, "in 19 days"},
+		{"in 3 days", 3 * 24 * time.Hour, 0, "in 2 days"},
+		{"expired", -time.Hour, 1, "EXPIRED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			notAfter := now.Add(tt.left - time.Minute).Truncate(time.Second)
+			certPEM, keyPEM, err := ca.IssueClientUntil(senderMB, notAfter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc, err := mesh.TLSConfig(mesh.TLSOptions{CertificatePEM: certPEM, PrivateKeyPEM: keyPEM, CABundlePEM: ca.CertPEM()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := mesh.New(mesh.Config{BaseURL: srv.URL, Mailbox: senderMB, Password: senderPW, SharedKey: sharedKey,
+				TLS: tc, MaxRetries: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := run(t, meshcli.ValidateMailbox, c)
+			r.expect(t, tt.code, tt.wantStderr)
+			if tt.wantStderr == "" && r.stderr != "" {
+				t.Errorf("stderr %q, want nothing for a certificate far from expiry", r.stderr)
+			}
+			if !strings.Contains(r.stderr+r.stdout, "CN="+senderMB) {
+				t.Errorf("the certificate's subject is not printed:\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
+			}
+			if tt.code != 0 {
+				return
+			}
+			var out struct {
+				Result            string
+				ClientCertificate struct {
+					Subject  string    `json:"subject"`
+					NotAfter time.Time `json:"not_after"`
+					DaysLeft int       `json:"days_left"`
+				} `json:"client_certificate"`
+			}
+			if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+				t.Fatalf("stdout is not JSON: %v: %s", err, r.stdout)
+			}
+			if out.Result != "ok" || out.ClientCertificate.Subject != "CN="+senderMB || !out.ClientCertificate.NotAfter.Equal(notAfter) {
+				t.Errorf("printed %s; want ok, CN=%s and expiry %s", r.stdout, senderMB, notAfter.UTC().Format(time.RFC3339))
+			}
+			if want := int(tt.left/(24*time.Hour)) - 1; out.ClientCertificate.DaysLeft != want {
+				t.Errorf("days_left %d, want %d", out.ClientCertificate.DaysLeft, want)
+			}
+		})
 	}
 }

@@ -80,8 +80,13 @@ func (ca *CA) issue(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error
 	}
 	now := time.Now()
 	tmpl.SerialNumber = serial
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = now.AddDate(1, 0, 0)
+	}
 	tmpl.NotBefore = now.Add(-time.Hour)
-	tmpl.NotAfter = now.AddDate(1, 0, 0)
+	if !tmpl.NotBefore.Before(tmpl.NotAfter) {
+		tmpl.NotBefore = tmpl.NotAfter.Add(-24 * time.Hour) // an expired certificate, for tests
+	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
@@ -119,21 +124,32 @@ func (ca *CA) ServerTLSConfig(hosts ...string) (*tls.Config, error) {
 	}, nil
 }
 
-// IssueClient makes a client certificate and an unencrypted PKCS#8 ECDSA key, both PEM.
+// IssueClient makes a client certificate valid for a year and an unencrypted PKCS#8 ECDSA key, both PEM.
 func (ca *CA) IssueClient(commonName string) (certPEM, keyPEM []byte, err error) {
+	return ca.IssueClientUntil(commonName, time.Time{})
+}
+
+// IssueClientUntil is IssueClient for a certificate that expires at notAfter (zero: in a year), which
+// may be in the past, for tests of expiry warnings.
+func (ca *CA) IssueClientUntil(commonName string, notAfter time.Time) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client key: %w", err)
 	}
-	certPEM, err = ca.SignClient(commonName, &key.PublicKey)
+	der, err := ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotAfter:    notAfter,
+	}, &key.PublicKey)
 	if err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client key: %w", err)
 	}
-	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // SignClient makes a client certificate (PEM) for a public key made elsewhere, such as

@@ -23,6 +23,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/meshwatch"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
@@ -95,6 +96,8 @@ type Deps struct {
 	NC   *nats.Conn
 	JS   jetstream.JetStream
 	Pool *pgxpool.Pool
+
+	certWarner *meshwatch.Warner // set by OpenWithMESH; run by Service.Run
 }
 
 // Open makes sure the database exists and is migrated, connects to it and to NATS, and creates or
@@ -148,10 +151,18 @@ func (d *Deps) Checks() []health.Check {
 	}
 }
 
+// MESHOption adjusts the MESH client NewMESHClient builds.
+type MESHOption func(*mesh.Config)
+
+// WithMESHErrors hands every failed MESH attempt to f, for metrics.
+func WithMESHErrors(f func(*mesh.Error)) MESHOption {
+	return func(c *mesh.Config) { c.OnError = f }
+}
+
 // NewMESHClient builds the MESH client from the MESH_* settings; mesh.New itself logs the WARN when
 // MESH_DISABLE_SSL_VERIFICATION turns server verification off. Certificate, key and CA bundle may be
 // given as PEM text or as a path to a PEM file.
-func NewMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
+func NewMESHClient(cfg config.MESH, log *slog.Logger, opts ...MESHOption) (*mesh.Client, error) {
 	certPEM, err := pemOrFile("MESH_CERTIFICATE", cfg.Certificate)
 	if err != nil {
 		return nil, err
@@ -174,7 +185,7 @@ func NewMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
 	if err != nil {
 		return nil, &config.Error{Var: "MESH_CERTIFICATE", Problem: err.Error()}
 	}
-	return mesh.New(mesh.Config{
+	mc := mesh.Config{
 		BaseURL:     cfg.BaseURL,
 		Mailbox:     cfg.Mailbox,
 		Password:    cfg.Password,
@@ -183,7 +194,36 @@ func NewMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
 		ChunkSize:   cfg.ChunkSize,
 		RetryBudget: cfg.RetryBudget,
 		Logger:      log,
-	})
+	}
+	for _, o := range opts {
+		o(&mc)
+	}
+	return mesh.New(mc)
+}
+
+// MESHCertificates reads the client certificate and the CA bundle of the MESH_* settings, for the
+// expiry warnings and metrics.
+func MESHCertificates(cfg config.MESH) (meshwatch.Certificates, error) {
+	var certs meshwatch.Certificates
+	certPEM, err := pemOrFile("MESH_CERTIFICATE", cfg.Certificate)
+	if err != nil {
+		return certs, err
+	}
+	client, err := meshwatch.ParseCertificates(certPEM)
+	if err != nil {
+		return certs, &config.Error{Var: "MESH_CERTIFICATE", Problem: err.Error()}
+	}
+	if len(client) > 0 {
+		certs.Client = client[0]
+	}
+	caPEM, err := pemOrFile("MESH_CA_BUNDLE", cfg.CABundle)
+	if err != nil {
+		return certs, err
+	}
+	if certs.CABundle, err = meshwatch.ParseCertificates(caPEM); err != nil {
+		return certs, &config.Error{Var: "MESH_CA_BUNDLE", Problem: err.Error()}
+	}
+	return certs, nil
 }
 
 func pemOrFile(name, v string) ([]byte, error) {

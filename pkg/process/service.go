@@ -12,6 +12,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/meshwatch"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 )
 
@@ -43,6 +44,10 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	relay := outbox.NewRelay(s.Deps.Pool, s.Deps.JS, s.Log, outbox.WithMetrics(outboxMetrics))
 	attrs := append([]any{slog.String("http_addr", srv.Addr())}, attrsToAny(s.Attrs)...)
 	s.Log.Info(s.Name+" started", attrs...)
+	if s.Deps.certWarner != nil {
+		// Checked once before the work starts, so that an expired certificate is the first thing in the log.
+		s.Deps.certWarner.Check(ctx)
+	}
 
 	sideCtx, stopSide := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSide()
@@ -57,6 +62,9 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 			s.Log.Error("outbox relay", slog.Any("error", err))
 		}
 	})
+	if s.Deps.certWarner != nil {
+		wg.Go(func() { s.Deps.certWarner.RunDaily(sideCtx) })
+	}
 	err := work(ctx)
 	stopSide()
 	wg.Wait()
@@ -78,25 +86,36 @@ func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger, opts ...outb
 
 // NewJobsMESHClient is NewMESHClient when MESH_JOBS_ENABLED is true and nil otherwise: with the gate
 // closed a service runs without MESH credentials and must not call MESH.
-func NewJobsMESHClient(cfg config.MESH, log *slog.Logger) (*mesh.Client, error) {
+func NewJobsMESHClient(cfg config.MESH, log *slog.Logger, opts ...MESHOption) (*mesh.Client, error) {
 	if !cfg.JobsEnabled {
 		return nil, nil
 	}
-	return NewMESHClient(cfg, log)
+	return NewMESHClient(cfg, log, opts...)
 }
 
-// OpenWithMESH is Open followed by NewJobsMESHClient, for the services that call MESH. The caller
-// closes the Deps.
-func OpenWithMESH(ctx context.Context, log *slog.Logger, shared config.Shared, meshCfg config.MESH, name string) (*Deps, *mesh.Client, error) {
+// OpenWithMESH is Open followed by NewJobsMESHClient, for the services that call MESH. It registers the
+// MESH metrics (errors by code, certificate expiry) on reg, and the Deps then carry the certificate
+// expiry warner that Service.Run runs. The caller closes the Deps.
+func OpenWithMESH(ctx context.Context, log *slog.Logger, shared config.Shared, meshCfg config.MESH, name string, reg prometheus.Registerer) (*Deps, *mesh.Client, error) {
+	certs, err := MESHCertificates(meshCfg)
+	if err != nil {
+		if meshCfg.JobsEnabled {
+			return nil, nil, err
+		}
+		// With the gate closed the MESH settings are not used yet; a bad one is reported when it opens.
+		log.Warn("MESH certificates cannot be read; their expiry is not watched", slog.Any("error", err))
+	}
+	metrics := meshwatch.NewMetrics(reg, certs)
 	deps, err := Open(ctx, log, shared, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	client, err := NewJobsMESHClient(meshCfg, log)
+	client, err := NewJobsMESHClient(meshCfg, log, WithMESHErrors(metrics.ObserveError))
 	if err != nil {
 		deps.Close()
 		return nil, nil, err
 	}
+	deps.certWarner = meshwatch.NewWarner(certs, log, nil)
 	return deps, client, nil
 }
 
