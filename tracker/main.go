@@ -4,6 +4,8 @@
 //
 //	tracker run                          track exports (the service)
 //	tracker replay [replay flags]        re-run the handling of dps.export.sent
+//	tracker exports [--since 7d] [--programme P] [--status S] [--json]
+//	                                     list exports with their lifecycle, newest first
 //	tracker validate-mailbox             MESH handshake
 //	tracker check-inbox                  print the inbox as JSON
 //	tracker get-message ID [--out FILE]  download a message
@@ -40,6 +42,8 @@ commands:
   run                          track accepted exports until DPS acknowledges them (the service)
   replay [--since T|--from-seq N] [--until T|--to-seq N] [--force] [--dry-run]
                                re-run the handling of dps.export.sent over a stored range
+  exports [--since 7d] [--programme P] [--status S] [--json]
+                               list exports with their lifecycle, newest first, then totals
   validate-mailbox             validate the MESH mailbox (handshake)
   check-inbox                  print the inbox as JSON
   get-message ID [--out FILE]  download a message to stdout or FILE
@@ -52,8 +56,9 @@ Configuration comes from the environment (DATABASE_URL, NATS_URL, MESH_*, TRACKE
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
 	commands := map[string]process.Command{
-		"run":    process.ServiceCommand("tracker", loadConfig, run),
-		"replay": process.WithSignals(replayCommand),
+		"run":     process.ServiceCommand("tracker", loadConfig, run),
+		"replay":  process.WithSignals(replayCommand),
+		"exports": process.WithSignals(exportsCommand),
 	}
 	for _, name := range operatorCommands {
 		f := meshcli.Commands()[name]

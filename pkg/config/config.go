@@ -174,6 +174,16 @@ func LoadTracker() (Tracker, error) {
 	return c, nil
 }
 
+// LoadShared reads and checks the settings every process shares, for the commands that read the
+// database or the bus and need nothing else (tracker exports).
+func LoadShared() (Shared, error) {
+	c, err := load[Shared]()
+	if err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
 // LoadMESH reads the MESH settings alone, for the operator commands, which need a mailbox but no
 // database or NATS. The mailbox credentials are required whatever MESH_JOBS_ENABLED says.
 func LoadMESH() (MESH, error) {

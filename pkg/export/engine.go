@@ -299,7 +299,7 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 		res.Status = DryRun
 		return res, nil
 	}
-	if _, err := tx.Exec(ctx, sqlFinishExport, id, res.ExportID, res.SizeBytes, res.SHA256, res.Rows); err != nil {
+	if _, err := tx.Exec(ctx, sqlFinishExport, id, res.ExportID, res.SizeBytes, res.SHA256, res.Rows, res.Refused); err != nil {
 		return res, fmt.Errorf("finish export: %w", err)
 	}
 	if err := enqueueMessages(ctx, tx, res, now); err != nil {

@@ -151,7 +151,7 @@ ON CONFLICT (vaccination_record_id) DO UPDATE
     SET programme_id = EXCLUDED.programme_id, queue_seq = EXCLUDED.queue_seq, queued_at = EXCLUDED.queued_at`
 
 const sqlFinishExport = `
-UPDATE dps_exports SET object_name = $2, size_bytes = $3, sha256 = $4, row_count = $5, updated_at = clock_timestamp()
+UPDATE dps_exports SET object_name = $2, size_bytes = $3, sha256 = $4, row_count = $5, refused_rows = $6, updated_at = clock_timestamp()
 WHERE id = $1`
 
 // sqlReleaseExport queues every record a failed export carried again. Its links stay (they are history);

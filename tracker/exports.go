@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/exportreport"
+	"github.com/nhs-dps/dps-pipeline/pkg/process"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
+)
+
+// exportsOptions are the flags of `tracker exports`.
+type exportsOptions struct {
+	filter exportreport.Filter
+	json   bool
+}
+
+var programmeCode = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,31}$`)
+
+// parseExportsArgs reads `tracker exports [--since 7d] [--programme P] [--status S] [--json]`.
+func parseExportsArgs(args []string, now time.Time, stderr io.Writer) (exportsOptions, error) {
+	fs := flag.NewFlagSet("tracker exports", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	since := fs.String("since", "7d", "exports created at or after this: a duration meaning that long ago (7d, 36h, 90m), an RFC 3339 time or a date (2026-11-25), or \"all\"")
+	programme := fs.String("programme", "", "only this programme (HPV, FLU, MENACWY, TD_IPV, ...)")
+	status := fs.String("status", "", "only exports in this status: "+strings.Join(exportreport.Statuses(), ", "))
+	asJSON := fs.Bool("json", false, "one JSON object per export per line, then a {\"totals\": ...} line")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tracker exports [--since 7d] [--programme P] [--status S] [--json]")
+		fmt.Fprintln(stderr, "  Lists exports newest first with their lifecycle, then totals. Reads Postgres only (DATABASE_URL).")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exportsOptions{}, err
+	}
+	if fs.NArg() > 0 {
+		return exportsOptions{}, process.Usagef("tracker exports: unexpected argument %q", fs.Arg(0))
+	}
+	var o exportsOptions
+	o.json = *asJSON
+	t, err := parseSince(*since, now)
+	if err != nil {
+		return o, process.Usagef("tracker exports: --since %q: %v", *since, err)
+	}
+	o.filter.Since = t
+	if p := strings.ToUpper(strings.TrimSpace(*programme)); p != "" {
+		if !programmeCode.MatchString(p) {
+			return o, process.Usagef("tracker exports: --programme %q is not a programme code", *programme)
+		}
+		o.filter.Programme = p
+	}
+	if s := strings.ToLower(strings.TrimSpace(*status)); s != "" {
+		if !slices.Contains(exportreport.Statuses(), s) {
+			return o, process.Usagef("tracker exports: --status %q: want one of %s", *status, strings.Join(exportreport.Statuses(), ", "))
+		}
+		o.filter.Status = s
+	}
+	return o, nil
+}
+
+// parseSince reads --since: "all", a number of days ("7d"), a Go duration ("36h"), an RFC 3339 time or
+// a date, meaning midnight UTC.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	v = strings.TrimSpace(v)
+	switch {
+	case v == "all":
+		return time.Time{}, nil
+	case strings.HasSuffix(v, "d"):
+		n, err := strconv.Atoi(strings.TrimSuffix(v, "d"))
+		if err != nil || n <= 0 {
+			return time.Time{}, errors.New("want a positive number of days such as 7d")
+		}
+		return now.AddDate(0, 0, -n), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return time.Time{}, errors.New("want a duration (7d, 36h), an RFC 3339 time, a date or \"all\"")
+	}
+	return now.Add(-d), nil
+}
+
+// exportsCommand is `tracker exports`: exit 0 with the listing, 2 for bad flags or configuration, 1
+// when the database cannot be read.
+func exportsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, err := parseExportsArgs(args, time.Now(), stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return process.ExitOK
+	}
+	if err != nil {
+		var ue *process.UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(stderr, err)
+		}
+		return process.ExitUsage // the flag package has said what was wrong
+	}
+	cfg, err := config.LoadShared()
+	if err != nil {
+		return process.Fatal(stderr, "tracker exports", err)
+	}
+	pool, err := store.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return process.Fatal(stderr, "tracker exports", err)
+	}
+	defer pool.Close()
+	exports, err := exportreport.List(ctx, pool, opts.filter)
+	if err != nil {
+		return process.Fatal(stderr, "tracker exports", err)
+	}
+	if opts.json {
+		err = exportreport.WriteJSON(stdout, exports)
+	} else {
+		err = exportreport.WriteText(stdout, exports)
+	}
+	return process.Fatal(stderr, "tracker exports", err)
+}
