@@ -11,6 +11,7 @@ package natstest
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,4 +139,32 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("natstest: jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// CountTerminations counts the messages the durable consumer terminates (msg.Term) from now on, from
+// the server's MSG_TERMINATED advisories: a test that expects every message acknowledged checks that
+// the count stays 0, since an ack and a term both leave nothing pending.
+func CountTerminations(t testing.TB, nc *nats.Conn, stream, consumer string) (count func() int) {
+	t.Helper()
+	var mu sync.Mutex
+	n := 0
+	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+stream+"."+consumer, func(*nats.Msg) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("natstest: subscribe to terminations: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("natstest: flush: %v", err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func() int {
+		// Advisories are published as the server acts; a flush round trip lets any in flight arrive.
+		_ = nc.Flush()
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
 }
