@@ -101,8 +101,12 @@ func newDLFixture(t *testing.T) *dlFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &dlFixture{natsURL: natsURL, js: js, unknownID: "req-unknown-programme",
-		pool: pool, consumer: export.NewRequestConsumer(export.New(pool, objects, export.Config{}), js, slog.New(slog.DiscardHandler), nil)}
+	consumer, err := export.NewRequestConsumer(export.RequestConsumerConfig{Exporter: export.New(pool, objects, export.Config{}), JS: js,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &dlFixture{natsURL: natsURL, js: js, unknownID: "req-unknown-programme", pool: pool, consumer: consumer}
 	at := time.Date(2024, 8, 23, 2, 0, 0, 0, time.UTC)
 
 	// A valid request for a programme the database does not know yet: the consumer dead-letters it.

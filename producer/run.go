@@ -18,13 +18,14 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 	"github.com/nhs-dps/dps-pipeline/pkg/export"
+	"github.com/nhs-dps/dps-pipeline/pkg/failpoint"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/process"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
-// Failpoints for the crash tests (see process.Failpoint).
+// Failpoints for the crash tests (see pkg/failpoint).
 const (
 	failpointAfterCommit  = "producer.export.after-commit"  // exports committed, nothing published
 	failpointAfterPublish = "producer.outbox.after-publish" // a message published, its outbox row not marked
@@ -50,7 +51,10 @@ func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.L
 	if codes, err := exporter.ProgrammeCodes(ctx); err == nil {
 		metrics.InitProgrammes(codes)
 	}
-	consumer := export.NewRequestConsumer(exporter, deps.JS, log, metrics)
+	consumer, err := export.NewRequestConsumer(export.RequestConsumerConfig{Exporter: exporter, JS: deps.JS, Logger: log, Metrics: metrics})
+	if err != nil {
+		return err
+	}
 	schedule, err := export.NewSchedule(cfg.Schedule, deps.Pool, deps.JS, log)
 	if err != nil {
 		return &config.Error{Var: "PRODUCER_SCHEDULE", Problem: err.Error()}
@@ -206,8 +210,8 @@ func runExport(ctx context.Context, cfg config.Producer, cmd command, log *slog.
 	if cmd.dryRun {
 		return nil
 	}
-	process.Failpoint(failpointAfterCommit)
-	relay := outbox.NewRelay(deps.Pool, deps.JS, log, outbox.OnPublished(func(string) { process.Failpoint(failpointAfterPublish) }))
+	failpoint.Reach(failpointAfterCommit)
+	relay := outbox.NewRelay(deps.Pool, deps.JS, log, outbox.OnPublished(func(string) { failpoint.Reach(failpointAfterPublish) }))
 	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	if _, err := relay.Flush(flushCtx); err != nil {

@@ -34,11 +34,14 @@ func replayHandler(ctx context.Context, cfg config.Sender, deps *process.Deps, l
 	if err != nil {
 		return nil, err
 	}
-	dcfg := deliveryConfig(cfg)
+	dcfg, err := deliveryConfig(ctx, cfg, deps, client, log)
+	if err != nil {
+		return nil, err
+	}
 	if opts.DryRun {
 		dcfg.JobsEnabled = false
 	}
-	s, err := delivery.New(ctx, dcfg, deps.Pool, deps.JS, client, log, nil)
+	s, err := delivery.New(dcfg)
 	if err != nil {
 		return nil, err
 	}

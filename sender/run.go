@@ -4,9 +4,11 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
+	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/process"
 )
 
@@ -19,7 +21,12 @@ func run(ctx context.Context, cfg config.Sender, log *slog.Logger) error {
 		return err
 	}
 	defer deps.Close()
-	s, err := delivery.New(ctx, deliveryConfig(cfg), deps.Pool, deps.JS, client, log, delivery.NewMetrics(reg))
+	dcfg, err := deliveryConfig(ctx, cfg, deps, client, log)
+	if err != nil {
+		return err
+	}
+	dcfg.Metrics = delivery.NewMetrics(reg)
+	s, err := delivery.New(dcfg)
 	if err != nil {
 		return err
 	}
@@ -30,12 +37,18 @@ func run(ctx context.Context, cfg config.Sender, log *slog.Logger) error {
 	}.Run(ctx, s.Run)
 }
 
-func deliveryConfig(cfg config.Sender) delivery.Config {
+// deliveryConfig is the Sender's configuration from the environment and the process's connections.
+func deliveryConfig(ctx context.Context, cfg config.Sender, deps *process.Deps, client *mesh.Client, log *slog.Logger) (delivery.Config, error) {
+	objects, err := bus.ExportStore(ctx, deps.JS)
+	if err != nil {
+		return delivery.Config{}, err
+	}
 	return delivery.Config{
+		Pool: deps.Pool, JS: deps.JS, Objects: objects, MESH: client, Logger: log,
 		DPSMailbox:    cfg.DPSMailbox,
 		WorkflowID:    cfg.DPSWorkflowID,
 		JobsEnabled:   cfg.JobsEnabled,
 		ShutdownGrace: cfg.ShutdownGrace,
 		Concurrency:   cfg.Concurrency,
-	}
+	}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery"
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 )
@@ -140,7 +141,7 @@ func TestReplicasSurviveKillsAndSendEachExportOnce(t *testing.T) {
 	for _, p := range procs {
 		p.waitLog(t, "sender consuming", 30*time.Second)
 	}
-	accepted := func() int { return e.CountStatus(ctx, delivery.StatusAccepted) }
+	accepted := func() int { return e.CountStatus(ctx, lifecycle.Accepted) }
 
 	// Kill replica 0 at fixed points of progress, so every kill lands while batches are in flight.
 	for k := range kills {
@@ -170,7 +171,7 @@ func TestReplicasSurviveKillsAndSendEachExportOnce(t *testing.T) {
 			t.Errorf("export %s: sandbox holds %+v, want exactly one accepted message", id, msgs)
 			continue
 		}
-		if st.Status != delivery.StatusAccepted || st.MessageID != msgs[0].ID || st.LocalID != msgs[0].LocalID {
+		if st.Status != lifecycle.Accepted || st.MessageID != msgs[0].ID || st.LocalID != msgs[0].LocalID {
 			t.Errorf("export %s: Postgres %+v, sandbox %s (%s)", id, st, msgs[0].ID, msgs[0].LocalID)
 		}
 	}
@@ -212,13 +213,13 @@ func TestKillBetweenMESHAcceptAndCommitAdoptsTheMessage(t *testing.T) {
 	if got := e.SandboxByExport()[x.Ready.ExportID]; len(got) != 1 {
 		t.Fatalf("after the crash the sandbox holds %d messages, want 1", len(got))
 	}
-	if st := e.State(ctx, x.Ready.ExportID); st.Status != delivery.StatusCreated || st.Attempts != 1 {
+	if st := e.State(ctx, x.Ready.ExportID); st.Status != lifecycle.Created || st.Attempts != 1 {
 		t.Fatalf("after the crash: %+v, want created with attempt 1", st)
 	}
 
 	restarted := start(t, e.ProcessEnv(), "restarted", "run")
 	e.WaitFor("export accepted", 60*time.Second, func() bool {
-		return e.State(ctx, x.Ready.ExportID).Status == delivery.StatusAccepted
+		return e.State(ctx, x.Ready.ExportID).Status == lifecycle.Accepted
 	})
 	msgs := e.SandboxByExport()[x.Ready.ExportID]
 	if len(msgs) != 1 {

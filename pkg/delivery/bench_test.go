@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
@@ -53,19 +54,19 @@ func (w *benchWorld) deliver(xs []deliverytest.Export, replicas int) time.Durati
 	var wg sync.WaitGroup
 	for range replicas {
 		client := w.MESHClient(deliverytest.OurMailbox, deliverytest.OurPassword, 0)
-		s, err := New(ctx, Config{DPSMailbox: deliverytest.DPSMailbox, WorkflowID: deliverytest.WorkflowID, JobsEnabled: true,
-			FetchWait: 100 * time.Millisecond}, w.Pool, w.JS, client, slog.New(slog.DiscardHandler), nil)
+		s, err := New(Config{Pool: w.Pool, JS: w.JS, Objects: w.Objects, MESH: client,
+			DPSMailbox: deliverytest.DPSMailbox, WorkflowID: deliverytest.WorkflowID, JobsEnabled: true, FetchWait: 100 * time.Millisecond})
 		if err != nil {
 			w.b.Fatal(err)
 		}
 		wg.Go(func() { _ = s.Run(ctx) })
 	}
-	before := w.CountStatus(ctx, StatusAccepted)
+	before := w.CountStatus(ctx, lifecycle.Accepted)
 	started := time.Now()
 	for _, x := range xs {
 		w.Publish(ctx, x.Ready)
 	}
-	for w.CountStatus(ctx, StatusAccepted) < before+len(xs) {
+	for w.CountStatus(ctx, lifecycle.Accepted) < before+len(xs) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	elapsed := time.Since(started)

@@ -12,15 +12,14 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
-	"github.com/nhs-dps/dps-pipeline/pkg/export"
+	"github.com/nhs-dps/dps-pipeline/pkg/failpoint"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
-	"github.com/nhs-dps/dps-pipeline/pkg/process"
 )
 
 // FailpointAfterMESHAccept is where a test can kill the sender between MESH's 202 and the commit that
@@ -78,7 +77,7 @@ type Result struct {
 	Outcome  Outcome
 	ExportID string
 	// Status is the export's status when the batch was looked at.
-	Status string
+	Status lifecycle.Status
 	// MessageID and LocalID name MESH's message (Sent, Adopted, AlreadySent).
 	MessageID, LocalID string
 	// PreviousMessageID is the message a forced re-send replaced.
@@ -133,21 +132,21 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 	res.Status = exp.Status
 	log = log.With(slog.String("programme", exp.Programme))
 
-	fromStatuses := []string{StatusCreated}
+	fromStatuses := []lifecycle.Status{lifecycle.Created}
 	switch exp.Status {
-	case StatusAccepted, StatusAcknowledged:
+	case lifecycle.Accepted, lifecycle.Acknowledged:
 		if !b.Force {
 			res.Outcome, res.MessageID, res.LocalID = AlreadySent, exp.MESHMessageID, exp.MESHLocalID
 			return res
 		}
 		res.PreviousMessageID = exp.MESHMessageID
-		fromStatuses = []string{StatusAccepted, StatusAcknowledged}
-	case StatusFailed:
+		fromStatuses = []lifecycle.Status{lifecycle.Accepted, lifecycle.Acknowledged}
+	case lifecycle.Failed:
 		res.Outcome = AlreadyFailed
 		return res
 	}
 
-	if exp.Status == StatusCreated && exp.Attempts > 0 {
+	if exp.Status == lifecycle.Created && exp.Attempts > 0 {
 		adopted, err := s.adoptEarlierAttempt(ctx, lock, exp, log)
 		if err != nil {
 			return s.transientOrFinal(ctx, lock, b, exp, res, 0, err)
@@ -201,7 +200,7 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 		return s.transientOrFinal(ctx, lock, b, exp, res, attempt, fmt.Errorf("send export %s: %w", id, err))
 	}
 
-	process.Failpoint(FailpointAfterMESHAccept)
+	failpoint.Reach(FailpointAfterMESHAccept)
 
 	if err := s.markAccepted(ctx, lock, exp, attempt, localID, messageID, false, b.Force); err != nil {
 		// MESH holds the message but Postgres does not know: the next delivery adopts it by local id.
@@ -372,53 +371,29 @@ func (s *Sender) send(ctx context.Context, r bus.ExportReady, f *verifiedFile, f
 	})
 }
 
-// markAccepted records MESH's message id and announces it, in one transaction: compare-and-set from
-// the statuses the export may be in, the attempt's outcome and the dps.export.sent event.
+// markAccepted records MESH's message id and announces it, in one transaction: the lifecycle's
+// compare-and-set (created → accepted, or accepted/acknowledged → accepted for a forced re-send) with
+// its dps.export.sent event, and the attempt's outcome.
 func (s *Sender) markAccepted(ctx context.Context, lock *exportLock, exp exportRow, attempt int, localID, messageID string, adopted, forced bool) error {
-	from := []string{StatusCreated}
-	msgID := bus.EventMsgID(bus.EventSent, exp.ID)
-	if forced {
-		// A forced re-send is a second sent event for the export; its own id keeps the stream's
-		// duplicate window from swallowing it.
-		from = []string{StatusAccepted, StatusAcknowledged}
-		msgID = "sent:" + localID
-	}
 	outcome := attemptAccepted
 	if adopted {
 		outcome = attemptAdopted
 	}
-	var sentAt time.Time
 	err := lock.inTx(ctx, func(tx pgx.Tx) error {
-		// One statement for both rows: the compare-and-set on the export and the attempt's outcome.
-		err := tx.QueryRow(ctx, `
-			WITH accepted AS (
-				UPDATE dps_exports SET status = $2, mesh_message_id = $3, mesh_local_id = $4, sent_at = now(),
-					acknowledged_at = NULL, last_error = NULL, last_error_code = NULL,
-					next_track_at = NULL, track_failures = 0, tracking_unknown_since = NULL, updated_at = now()
-				WHERE id = $1 AND status = ANY($5)
-				RETURNING id, sent_at
-			), attempt AS (
-				UPDATE dps_export_attempts a SET outcome = $7, mesh_message_id = $3, error = NULL, finished_at = now()
-				FROM accepted WHERE a.export_id = accepted.id AND a.attempt = $6
-			)
-			SELECT sent_at FROM accepted`, exp.ID, StatusAccepted, messageID, localID, from, attempt, outcome).Scan(&sentAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errStale
-		}
+		changed, _, err := lifecycle.MarkAccepted(ctx, tx, lifecycle.Acceptance{
+			ExportID: exp.ID, Programme: exp.Programme, Filename: exp.Filename,
+			MessageID: messageID, LocalID: localID, Attempt: attempt, Adopted: adopted, Forced: forced,
+		})
 		if err != nil {
 			return err
 		}
-		return outbox.Enqueue(ctx, tx, bus.SubjectExportSent, msgID, bus.ExportSent{
-			EventID:       uuid.NewString(),
-			ExportID:      exp.ID,
-			Programme:     exp.Programme,
-			Filename:      exp.Filename,
-			MeshMessageID: messageID,
-			LocalID:       localID,
-			Attempt:       attempt,
-			Adopted:       adopted,
-			SentAt:        sentAt.UTC(),
-		})
+		if !changed {
+			return errStale
+		}
+		_, err = tx.Exec(ctx, `
+			UPDATE dps_export_attempts SET outcome = $3, mesh_message_id = $4, error = NULL, finished_at = now()
+			WHERE export_id = $1 AND attempt = $2`, exp.ID, attempt, outcome, messageID)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("record export %s accepted as %s: %w", exp.ID, messageID, err)
@@ -445,41 +420,32 @@ func (s *Sender) retry(res Result, err error) Result {
 	return res
 }
 
-// fail marks the export failed (compare-and-set from created), releases its records, and enqueues the
-// dps.export.failed event and the dead letter, all in one transaction. A forced re-send of an export
-// MESH accepted before is not failed: the earlier message stands.
+// fail marks the export failed (the lifecycle's compare-and-set from created, which releases its records
+// and enqueues dps.export.failed), records the attempt's outcome and enqueues the dead letter, all in one
+// transaction. A forced re-send of an export MESH accepted before is not failed: the earlier message
+// stands.
 func (s *Sender) fail(ctx context.Context, lock *exportLock, b Batch, exp exportRow, res Result, attempt int, pe *permanentError) Result {
 	res.Outcome, res.Err, res.Code = Failed, pe.err, pe.code
-	if exp.Status != StatusCreated {
+	if exp.Status != lifecycle.Created {
 		if attempt > 0 {
 			_ = lock.setAttemptOutcome(ctx, attempt, attemptPermanentError, pe.Error())
 		}
 		return res
 	}
 	reason := failureReason(pe)
-	failed := bus.ExportFailed{
-		EventID:   uuid.NewString(),
-		ExportID:  exp.ID,
-		Programme: exp.Programme,
-		Stage:     bus.StageSender,
-		Reason:    truncate(reason, 4096),
-	}
+	f := lifecycle.Failure{ExportID: exp.ID, Programme: exp.Programme, From: lifecycle.Created, Stage: bus.StageSender,
+		Reason: truncate(reason, 4096), Code: pe.code}
 	var me *mesh.Error
 	if errors.As(pe.err, &me) && me.StatusCode != 0 {
-		failed.MeshStatus = me.StatusCode
-		failed.MeshErrorCode = me.Code
+		f.MeshStatus, f.MeshErrorCode = me.StatusCode, me.Code
 	}
 	err := lock.inTx(ctx, func(tx pgx.Tx) error {
-		var failedAt time.Time
-		err := tx.QueryRow(ctx, `
-			UPDATE dps_exports SET status = $2, last_error = $3, last_error_code = $4, failed_at = now(), updated_at = now()
-			WHERE id = $1 AND status = $5
-			RETURNING failed_at`, exp.ID, StatusFailed, truncate(reason, 4096), pe.code, StatusCreated).Scan(&failedAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errStale
-		}
+		changed, _, err := lifecycle.MarkFailed(ctx, tx, f)
 		if err != nil {
 			return err
+		}
+		if !changed {
+			return errStale
 		}
 		if attempt > 0 {
 			if _, err := tx.Exec(ctx, `
@@ -487,13 +453,6 @@ func (s *Sender) fail(ctx context.Context, lock *exportLock, b Batch, exp export
 				WHERE export_id = $1 AND attempt = $2`, exp.ID, attempt, attemptPermanentError, truncate(pe.Error(), 4096)); err != nil {
 				return err
 			}
-		}
-		if err := export.Release(ctx, tx, exp.ID); err != nil {
-			return err
-		}
-		failed.FailedAt = failedAt.UTC()
-		if err := outbox.Enqueue(ctx, tx, bus.SubjectExportFailed, bus.EventMsgID(bus.EventFailed, exp.ID), failed); err != nil {
-			return err
 		}
 		if b.DeadLetter != nil {
 			subject, msgID, v, err := b.DeadLetter(reason)

@@ -18,8 +18,10 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
@@ -62,7 +64,8 @@ func (h *harness) sender(cfg Config, maxRetries int) *Sender {
 	if cfg.JobsEnabled {
 		client = h.MESHClient(deliverytest.OurMailbox, deliverytest.OurPassword, maxRetries)
 	}
-	s, err := New(h.t.Context(), cfg, h.Pool, h.JS, client, h.log, nil)
+	cfg.Pool, cfg.JS, cfg.Objects, cfg.MESH, cfg.Logger = h.Pool, h.JS, h.Objects, client, h.log
+	s, err := New(cfg)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -84,10 +87,10 @@ func (h *harness) start(s *Sender) (stop func()) {
 	return stop
 }
 
-func (h *harness) waitStatus(id, status string) deliverytest.ExportState {
+func (h *harness) waitStatus(id string, status lifecycle.Status) deliverytest.ExportState {
 	h.t.Helper()
 	var st deliverytest.ExportState
-	h.WaitFor("export "+id+" "+status, waitLong, func() bool {
+	h.WaitFor("export "+id+" "+status.String(), waitLong, func() bool {
 		st = h.State(context.Background(), id)
 		return st.Status == status
 	})
@@ -122,7 +125,7 @@ func TestSendsEachExportOnceWithTheRightHeaders(t *testing.T) {
 	byExport := map[string]deliverytest.Export{}
 	for _, x := range exports {
 		byExport[x.Ready.ExportID] = x
-		st := h.waitStatus(x.Ready.ExportID, StatusAccepted)
+		st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 		if st.LocalID != x.Ready.ExportID+".1" || st.Attempts != 1 {
 			t.Errorf("export %s: local id %q attempts %d, want %s.1 and 1", x.Ready.ExportID, st.LocalID, st.Attempts, x.Ready.ExportID)
 		}
@@ -180,7 +183,7 @@ func TestRedeliveredAcceptedBatchIsAckedNotResent(t *testing.T) {
 	x := h.AddExport(ctx, 2)
 	s := h.sender(h.config(), 0)
 	h.start(s)
-	first := h.waitStatus(x.Ready.ExportID, StatusAccepted)
+	first := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 
 	// The same batch again under another Nats-Msg-Id, as a replayed or re-published batch arrives.
 	if _, err := bus.Publish(ctx, h.JS, bus.SubjectExportReady, x.Ready.ExportID+"-again", x.Ready); err != nil {
@@ -208,7 +211,7 @@ func TestPermanentRefusalFailsTheExport(t *testing.T) {
 	s := h.sender(cfg, 0)
 	h.start(s)
 
-	st := h.waitStatus(x.Ready.ExportID, StatusFailed)
+	st := h.waitStatus(x.Ready.ExportID, lifecycle.Failed)
 	if st.LastErrorCode != "12" || !strings.Contains(st.LastError, "417") {
 		t.Errorf("failed export: code %q error %q", st.LastErrorCode, st.LastError)
 	}
@@ -282,7 +285,7 @@ func TestUnusableObjectFailsWithoutSending(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			id := exports[i].Ready.ExportID
-			st := h.waitStatus(id, StatusFailed)
+			st := h.waitStatus(id, lifecycle.Failed)
 			// The attempt is recorded while the file is verified, and ends refused before any send.
 			if st.LastErrorCode != c.code || st.Attempts != 1 {
 				t.Errorf("code %q attempts %d, want %q and 1: %s", st.LastErrorCode, st.Attempts, c.code, st.LastError)
@@ -321,7 +324,7 @@ func TestAdoptsAnAttemptMESHAcceptedBeforeACrash(t *testing.T) {
 	s := h.sender(h.config(), 0)
 	h.start(s)
 
-	st := h.waitStatus(x.Ready.ExportID, StatusAccepted)
+	st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 	if st.MessageID != earlier || st.Attempts != 1 {
 		t.Errorf("export %+v, want message %s from attempt 1", st, earlier)
 	}
@@ -368,7 +371,7 @@ func TestAttemptLeftUploadingIsNotSentAndIsReplaced(t *testing.T) {
 
 	h.Publish(ctx, x.Ready)
 	h.start(h.sender(h.config(), 0))
-	st := h.waitStatus(x.Ready.ExportID, StatusAccepted)
+	st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 	if st.LocalID != LocalID(x.Ready.ExportID, 2) || st.Attempts != 2 {
 		t.Errorf("export %+v, want attempt 2", st)
 	}
@@ -391,7 +394,7 @@ func TestTransientFailuresAreRetriedByRedelivery(t *testing.T) {
 	h.Sandbox.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSend, Status: http.StatusServiceUnavailable, Count: 2})
 	s := h.sender(h.config(), -1)
 	h.start(s)
-	st := h.waitStatus(x.Ready.ExportID, StatusAccepted)
+	st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 	if st.Attempts != 3 {
 		t.Errorf("attempts %d, want 3", st.Attempts)
 	}
@@ -411,7 +414,7 @@ func TestExhaustedDeliveriesFailTheExport(t *testing.T) {
 	h.Sandbox.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSend, Status: http.StatusInternalServerError})
 	s := h.sender(h.config(), -1)
 	h.start(s)
-	st := h.waitStatus(x.Ready.ExportID, StatusFailed)
+	st := h.waitStatus(x.Ready.ExportID, lifecycle.Failed)
 	if st.LastErrorCode != CodeExhausted || st.Attempts != 3 {
 		t.Errorf("export %+v, want %s after 3 attempts", st, CodeExhausted)
 	}
@@ -431,11 +434,11 @@ func TestAnotherSendersLockMakesTheBatchWait(t *testing.T) {
 	s := h.sender(h.config(), 0)
 	h.start(s)
 	h.WaitFor("a locked retry", waitLong, func() bool { return value(s.metrics.Retries.WithLabelValues("locked")) >= 1 })
-	if st := h.State(ctx, x.Ready.ExportID); st.Status != StatusCreated || st.Attempts != 0 {
+	if st := h.State(ctx, x.Ready.ExportID); st.Status != lifecycle.Created || st.Attempts != 0 {
 		t.Errorf("export touched while locked: %+v", st)
 	}
 	other.release(ctx)
-	h.waitStatus(x.Ready.ExportID, StatusAccepted)
+	h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 }
 
 func TestInvalidBatchAndUnknownExportAreDeadLettered(t *testing.T) {
@@ -447,6 +450,7 @@ func TestInvalidBatchAndUnknownExportAreDeadLettered(t *testing.T) {
 	ghost := h.CreateExport(ctx, 1).Ready
 	ghost.ExportID = "00000000-0000-4000-8000-000000000001" // no such row
 	h.Publish(ctx, ghost)
+	terminated := natstest.CountTerminations(t, h.NC, bus.StreamBatches, bus.ConsumerSender)
 	s := h.sender(h.config(), 0)
 	h.start(s)
 	h.waitEvents(bus.SubjectDeadLetterSender, 2)
@@ -454,6 +458,9 @@ func TestInvalidBatchAndUnknownExportAreDeadLettered(t *testing.T) {
 		info := h.SenderConsumerInfo(ctx)
 		return info.NumPending == 0 && info.NumAckPending == 0
 	})
+	if n := terminated(); n != 0 {
+		t.Errorf("%d batches terminated, want both acknowledged after their dead letters", n)
+	}
 	reasons := []string{}
 	for _, dl := range deliverytest.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender) {
 		reasons = append(reasons, dl.Reason)
@@ -486,7 +493,7 @@ func TestGateOffConsumesNothing(t *testing.T) {
 	if info.Delivered.Consumer != 0 || info.NumPending != 1 {
 		t.Errorf("consumer delivered %d, pending %d; want 0 and 1", info.Delivered.Consumer, info.NumPending)
 	}
-	if st := h.State(ctx, x.Ready.ExportID); st.Status != StatusCreated {
+	if st := h.State(ctx, x.Ready.ExportID); st.Status != lifecycle.Created {
 		t.Errorf("export %+v", st)
 	}
 }
@@ -504,12 +511,12 @@ func TestShutdownCancelsASlowSendSafely(t *testing.T) {
 	stop() // returns once the grace has passed and the send was cancelled
 
 	st := h.State(ctx, x.Ready.ExportID)
-	if st.Status != StatusCreated || st.Attempts != 1 {
+	if st.Status != lifecycle.Created || st.Attempts != 1 {
 		t.Fatalf("after shutdown: %+v, want created with attempt 1 recorded", st)
 	}
 	// The next sender asks MESH about attempt 1 (unknown there), then sends attempt 2.
 	h.start(h.sender(h.config(), 0))
-	st = h.waitStatus(x.Ready.ExportID, StatusAccepted)
+	st = h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 	if st.Attempts != 2 {
 		t.Errorf("attempts %d, want 2", st.Attempts)
 	}
@@ -526,8 +533,8 @@ func TestReplay(t *testing.T) {
 	failedX.Ready.SHA256 = strings.Repeat("0", 64)
 	h.Publish(ctx, failedX.Ready)
 	stop := h.start(h.sender(h.config(), 0))
-	first := h.waitStatus(x.Ready.ExportID, StatusAccepted)
-	h.waitStatus(failedX.Ready.ExportID, StatusFailed)
+	first := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
+	h.waitStatus(failedX.Ready.ExportID, lifecycle.Failed)
 	stop()
 
 	s := h.sender(h.config(), 0)
@@ -562,7 +569,7 @@ func TestReplay(t *testing.T) {
 		}
 	}
 	st := h.State(ctx, x.Ready.ExportID)
-	if st.Status != StatusAccepted || st.MessageID == first.MessageID || st.Attempts != 2 {
+	if st.Status != lifecycle.Accepted || st.MessageID == first.MessageID || st.Attempts != 2 {
 		t.Errorf("after --force: %+v (first message %s)", st, first.MessageID)
 	}
 	if got := h.SandboxByExport()[x.Ready.ExportID]; len(got) != 2 {
@@ -603,7 +610,7 @@ func TestConcurrentBatchesInOneReplica(t *testing.T) {
 	cfg.Concurrency = 4
 	h.start(h.sender(cfg, 0))
 	for _, id := range ids {
-		if st := h.waitStatus(id, StatusAccepted); st.Attempts != 1 {
+		if st := h.waitStatus(id, lifecycle.Accepted); st.Attempts != 1 {
 			t.Errorf("export %s took %d attempts, want 1", id, st.Attempts)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 )
 
@@ -34,7 +35,7 @@ func (s *Sender) ReplayHandler(force, dryRun bool) replay.Handler {
 		id := ready.ExportID
 		switch res.Outcome {
 		case Sent:
-			if res.Status != StatusCreated {
+			if res.Status != lifecycle.Created {
 				s.log.Warn("REPLAY --force RE-SENT an export MESH had already accepted, as a NEW MESH message",
 					slog.String("export_id", id), slog.String("mesh_message_id", res.MessageID),
 					slog.String("previous_mesh_message_id", res.PreviousMessageID))
@@ -60,7 +61,7 @@ func (s *Sender) ReplayHandler(force, dryRun bool) replay.Handler {
 
 func (s *Sender) replayDryRun(ctx context.Context, ready bus.ExportReady, force bool) (replay.Outcome, string, error) {
 	id := ready.ExportID
-	var status string
+	var status lifecycle.Status
 	var messageID *string
 	err := s.pool.QueryRow(ctx, `SELECT status, mesh_message_id FROM dps_exports WHERE id = $1`, id).Scan(&status, &messageID)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -74,12 +75,12 @@ func (s *Sender) replayDryRun(ctx context.Context, ready bus.ExportReady, force 
 		mid = *messageID
 	}
 	switch status {
-	case StatusAccepted, StatusAcknowledged:
+	case lifecycle.Accepted, lifecycle.Acknowledged:
 		if force {
 			return replay.DryRun, fmt.Sprintf("export %s (%s as %s): would RE-SEND to MESH as a NEW message", id, status, mid), nil
 		}
 		return replay.DryRun, fmt.Sprintf("export %s already sent as MESH message %s (%s): would skip", id, mid, status), nil
-	case StatusFailed:
+	case lifecycle.Failed:
 		return replay.DryRun, fmt.Sprintf("export %s failed earlier: would skip (its records were released)", id), nil
 	}
 	return replay.DryRun, fmt.Sprintf("export %s not yet sent: would check earlier attempts at MESH, then send %s", id, ready.Filename), nil

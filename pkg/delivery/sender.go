@@ -9,16 +9,26 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/runner"
 )
 
-// Config is what a Sender needs besides its connections.
+// Config wires a Sender: its connections, then the settings. Zero values take the defaults given.
 type Config struct {
+	Pool *pgxpool.Pool
+	JS   jetstream.JetStream
+	// Objects is the bucket the files are read from (bus.ExportStore).
+	Objects jetstream.ObjectStore
+	// MESH sends the files. It may be nil only when JobsEnabled is false.
+	MESH *mesh.Client
+	// Logger; nil logs nothing. Metrics; nil means no metrics (a private set nobody scrapes).
+	Logger  *slog.Logger
+	Metrics *Metrics
+
 	// DPSMailbox and WorkflowID address every file (MESH_DPS_MAILBOX, MESH_DPS_WORKFLOW_ID).
 	DPSMailbox, WorkflowID string
 	// JobsEnabled is the MESH feature gate (MESH_JOBS_ENABLED). Off: Run consumes nothing.
@@ -63,6 +73,12 @@ func (c *Config) applyDefaults() {
 	if c.Consumer == "" {
 		c.Consumer = bus.ConsumerSender
 	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
 }
 
 // Sender delivers batches from the shared durable consumer to MESH. Any number of Senders, in one
@@ -70,46 +86,41 @@ func (c *Config) applyDefaults() {
 type Sender struct {
 	cfg        Config
 	pool       *pgxpool.Pool
-	js         jetstream.JetStream
 	mesh       *mesh.Client
 	objects    jetstream.ObjectStore
 	log        *slog.Logger
 	metrics    *Metrics
 	meshHealth meshHealth
-
-	consumerMu sync.Mutex
-	consumer   consumerLimits
+	runner     *runner.Runner
 }
 
-// consumerLimits are the consumer settings the sender adapts to, refreshed while it runs.
-type consumerLimits struct {
-	maxDeliver int
-	heartbeat  time.Duration
-	fetchedAt  time.Time
-}
-
-// New builds a Sender. client may be nil only when the gate is off. metrics may be nil.
-func New(ctx context.Context, cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, client *mesh.Client, log *slog.Logger, metrics *Metrics) (*Sender, error) {
+// New checks cfg and returns a Sender. It contacts nothing.
+func New(cfg Config) (*Sender, error) {
 	cfg.applyDefaults()
-	if cfg.JobsEnabled {
-		if client == nil {
-			return nil, errors.New("sender: a MESH client is required when MESH jobs are enabled")
-		}
-		if cfg.DPSMailbox == "" || cfg.WorkflowID == "" {
-			return nil, errors.New("sender: the DPS mailbox and workflow id are required when MESH jobs are enabled")
-		}
+	switch {
+	case cfg.Pool == nil || cfg.JS == nil || cfg.Objects == nil:
+		return nil, errors.New("sender: a Postgres pool, a JetStream context and the export bucket are required")
+	case cfg.JobsEnabled && cfg.MESH == nil:
+		return nil, errors.New("sender: a MESH client is required when MESH jobs are enabled")
+	case cfg.JobsEnabled && (cfg.DPSMailbox == "" || cfg.WorkflowID == ""):
+		return nil, errors.New("sender: the DPS mailbox and workflow id are required when MESH jobs are enabled")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if metrics == nil {
-		metrics = NewMetrics(nil)
-	}
-	objects, err := bus.ExportStore(ctx, js)
+	s := &Sender{cfg: cfg, pool: cfg.Pool, mesh: cfg.MESH, objects: cfg.Objects, log: cfg.Logger, metrics: cfg.Metrics}
+	r, err := runner.New(runner.Config{
+		JS: cfg.JS, Stream: bus.StreamBatches, Consumer: cfg.Consumer, Stage: bus.StageSender,
+		Handler:     s.sendBatch,
+		Concurrency: cfg.Concurrency,
+		Backoff:     runner.Steps(cfg.RetryDelays...),
+		FetchWait:   cfg.FetchWait,
+		Grace:       cfg.ShutdownGrace,
+		Logger:      cfg.Logger,
+		Observe:     s.observe,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("sender: %w", err)
 	}
-	return &Sender{cfg: cfg, pool: pool, js: js, mesh: client, objects: objects, log: log, metrics: metrics}, nil
+	s.runner = r
+	return s, nil
 }
 
 // Run consumes batches until ctx ends, then stops fetching and lets the sends in flight finish
@@ -120,13 +131,6 @@ func (s *Sender) Run(ctx context.Context) error {
 	if !s.cfg.JobsEnabled {
 		return s.waitGateClosed(ctx)
 	}
-	cons, err := s.js.Consumer(ctx, bus.StreamBatches, s.cfg.Consumer)
-	if err != nil {
-		return fmt.Errorf("sender: open consumer %s: %w", s.cfg.Consumer, err)
-	}
-	if err := s.refreshConsumerLimits(ctx, cons, true); err != nil {
-		return fmt.Errorf("sender: %w", err)
-	}
 	if err := s.mesh.Handshake(ctx); err != nil {
 		// Not fatal: MESH may be back by the first batch, and each batch retries on its own.
 		s.log.Warn("MESH handshake failed at start", slog.String("error", err.Error()))
@@ -136,140 +140,29 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	s.log.Info("sender consuming", slog.String("consumer", s.cfg.Consumer), slog.Int("concurrency", s.cfg.Concurrency),
 		slog.String("mesh_to", s.cfg.DPSMailbox), slog.String("workflow_id", s.cfg.WorkflowID))
-
-	// In-flight sends outlive ctx by at most the grace period.
-	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelSends()
-	stopGrace := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(s.cfg.ShutdownGrace, cancelSends)
-		context.AfterFunc(sendCtx, func() { t.Stop() })
-	})
-	defer stopGrace()
-
-	var wg sync.WaitGroup
-	for range s.cfg.Concurrency {
-		wg.Go(func() { s.consume(ctx, sendCtx, cons) })
+	if err := s.runner.Run(ctx); err != nil {
+		return fmt.Errorf("sender: %w", err)
 	}
-	wg.Wait()
 	s.log.Info("sender stopped")
 	return nil
 }
 
-// consume fetches one batch at a time, so that nothing waits in this replica's buffer while others
-// are idle, and a shutdown leaves no batch fetched but unhandled.
-func (s *Sender) consume(ctx, sendCtx context.Context, cons jetstream.Consumer) {
-	for ctx.Err() == nil {
-		_ = s.refreshConsumerLimits(ctx, cons, false)
-		msg, err := cons.Next(jetstream.FetchMaxWait(s.cfg.FetchWait))
-		if err != nil {
-			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
-				continue
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("fetch from the sender consumer failed; retrying", slog.String("error", err.Error()))
-			sleep(ctx, time.Second)
-			continue
-		}
-		s.HandleMsg(sendCtx, msg)
-	}
-}
+// errLocked is why a batch is handed back while another sender holds its export.
+var errLocked = errors.New("another sender holds the export")
 
-// refreshConsumerLimits reads MaxDeliver and the ack wait (for the heartbeat) from the server at most
-// every 15 s, so a consumer updated while we run is followed.
-func (s *Sender) refreshConsumerLimits(ctx context.Context, cons jetstream.Consumer, force bool) error {
-	s.consumerMu.Lock()
-	stale := force || time.Since(s.consumer.fetchedAt) > 15*time.Second
-	s.consumerMu.Unlock()
-	if !stale {
-		return nil
-	}
-	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	info, err := cons.Info(ictx)
-	if err != nil {
-		return fmt.Errorf("consumer info: %w", err)
-	}
-	ackWait := info.Config.AckWait
-	for _, d := range info.Config.BackOff {
-		ackWait = min(ackWait, d)
-	}
-	hb := min(max(ackWait/3, 50*time.Millisecond), 10*time.Second)
-	s.consumerMu.Lock()
-	s.consumer = consumerLimits{maxDeliver: info.Config.MaxDeliver, heartbeat: hb, fetchedAt: time.Now()}
-	s.consumerMu.Unlock()
-	return nil
-}
-
-func (s *Sender) limits() consumerLimits {
-	s.consumerMu.Lock()
-	defer s.consumerMu.Unlock()
-	l := s.consumer
-	if l.heartbeat == 0 {
-		l.heartbeat = 10 * time.Second
-	}
-	return l
-}
-
-// HandleMsg handles one delivery of a batch and acks or naks it. ctx bounds the work, not the ack.
-func (s *Sender) HandleMsg(ctx context.Context, msg jetstream.Msg) {
+// sendBatch is the handler of one delivery of a dps.export.ready batch: Deliver does the work, and its
+// outcome says what becomes of the batch. ctx bounds the work, not the ack.
+func (s *Sender) sendBatch(ctx context.Context, d runner.Delivery) runner.Outcome {
 	s.metrics.Received.Inc()
 	s.metrics.InFlight.Inc()
 	defer s.metrics.InFlight.Dec()
-	ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-
-	md, err := msg.Metadata()
-	if err != nil {
-		s.log.Error("batch without JetStream metadata; terminated", slog.String("error", err.Error()))
-		_ = msg.Term()
-		return
-	}
-	log := s.log.With(slog.Uint64("stream_seq", md.Sequence.Stream), slog.Uint64("delivery", md.NumDelivered))
-
 	var ready bus.ExportReady
-	if err := bus.Decode(msg, &ready); err != nil {
-		// Invalid now means invalid forever: dead-letter it and move on.
-		if dlErr := bus.DeadLetter(ackCtx, s.js, bus.StageSender, msg, CodeInvalidBatch+": "+err.Error()); dlErr != nil {
-			log.Warn("could not dead-letter an invalid batch; it will come back", slog.String("error", dlErr.Error()))
-			_ = msg.NakWithDelay(s.retryDelay(md.NumDelivered, nil))
-			return
-		}
-		s.metrics.Failures.WithLabelValues("invalid").Inc()
-		log.Error("invalid batch dead-lettered", slog.String("error", err.Error()))
-		s.ack(ackCtx, msg, log)
-		return
+	if err := bus.Decode(d.Msg, &ready); err != nil {
+		// Invalid now means invalid forever.
+		return runner.DeadLetter("invalid", CodeInvalidBatch+": "+err.Error())
 	}
-	log = log.With(slog.String("export_id", ready.ExportID))
-
-	limits := s.limits()
-	last := limits.maxDeliver > 0 && md.NumDelivered >= uint64(limits.maxDeliver)
-
-	// Heartbeats keep the batch ours for as long as the send takes, however short the ack wait.
-	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	var hbDone sync.WaitGroup
-	hbDone.Go(func() {
-		t := time.NewTicker(limits.heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
-	})
-	res := s.Deliver(ctx, Batch{
-		Ready:        ready,
-		LastDelivery: last,
-		WaitForLock:  last,
-		DeadLetter:   deadLetterFor(msg),
-	})
-	stopHeartbeat()
-	hbDone.Wait()
-
+	log := d.Log.With(slog.String("export_id", ready.ExportID))
+	res := s.Deliver(ctx, Batch{Ready: ready, LastDelivery: d.Last, WaitForLock: d.Last, DeadLetter: deadLetterFor(d.Msg)})
 	switch res.Outcome {
 	case Sent, Adopted:
 		how := "new"
@@ -280,47 +173,41 @@ func (s *Sender) HandleMsg(ctx context.Context, msg jetstream.Msg) {
 			s.metrics.BytesSent.Add(float64(res.Bytes))
 		}
 		s.metrics.Sent.WithLabelValues(how).Inc()
-		s.ack(ackCtx, msg, log)
 	case AlreadySent:
 		s.metrics.DuplicatesAvoided.Inc()
 		log.Info("batch redelivered for an export already sent; acked without sending",
-			slog.String("mesh_message_id", res.MessageID), slog.String("status", res.Status))
-		s.ack(ackCtx, msg, log)
+			slog.String("mesh_message_id", res.MessageID), slog.String("status", res.Status.String()))
 	case AlreadyFailed:
 		log.Info("batch redelivered for an export that already failed; acked")
-		s.ack(ackCtx, msg, log)
 	case Failed:
+		// The export is failed and the dead letter enqueued in one transaction (see Deliver): done.
 		s.metrics.Failures.WithLabelValues(failureLabel(res.Code)).Inc()
-		s.ack(ackCtx, msg, log)
 	case Locked:
 		s.metrics.Retries.WithLabelValues("locked").Inc()
-		log.Info("another sender holds the export; batch handed back", slog.Duration("delay", s.cfg.LockedDelay))
-		_ = msg.NakWithDelay(s.cfg.LockedDelay)
-	case Retry:
+		return runner.RetryAfter(s.cfg.LockedDelay, errLocked)
+	default:
 		s.metrics.Retries.WithLabelValues("transient").Inc()
-		delay := s.retryDelay(md.NumDelivered, res.Err)
-		log.Warn("transient failure; batch will be redelivered", slog.String("error", res.Err.Error()),
-			slog.Duration("delay", delay))
-		_ = msg.NakWithDelay(delay)
+		var me *mesh.Error
+		if errors.As(res.Err, &me) {
+			return runner.Retry(res.Err).NotBefore(me.RetryAfter)
+		}
+		return runner.Retry(res.Err)
 	}
+	return runner.Done()
 }
 
-// ack is a double ack: the batch is only done once the server says so. If that fails the batch comes
-// back, and finds its export already accepted.
-func (s *Sender) ack(ctx context.Context, msg jetstream.Msg, log *slog.Logger) {
-	if err := msg.DoubleAck(ctx); err != nil {
-		log.Warn("ack failed; the batch will be redelivered and found done", slog.String("error", err.Error()))
+// observe counts the batches the runner dead-lettered itself: invalid ones, and ones still failing
+// transiently on their last delivery.
+func (s *Sender) observe(_ runner.Delivery, st runner.Settlement) {
+	if st.Action != runner.DeadLettered {
+		return
 	}
-}
-
-func (s *Sender) retryDelay(delivered uint64, err error) time.Duration {
-	i := min(int(max(delivered, 1))-1, len(s.cfg.RetryDelays)-1)
-	d := s.cfg.RetryDelays[i]
-	var me *mesh.Error
-	if errors.As(err, &me) && me.RetryAfter > d {
-		d = me.RetryAfter
+	switch st.Outcome.Label {
+	case runner.LabelRetriesExhausted:
+		s.metrics.Failures.WithLabelValues("exhausted").Inc()
+	default:
+		s.metrics.Failures.WithLabelValues("invalid").Inc()
 	}
-	return d
 }
 
 func failureLabel(code string) string {
@@ -400,13 +287,4 @@ func (h *meshHealth) get() error {
 		return fmt.Errorf("last MESH call at %s failed: %w", h.at.UTC().Format(time.RFC3339), h.err)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

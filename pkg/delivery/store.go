@@ -8,14 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-)
 
-// Export statuses in dps_exports.status.
-const (
-	StatusCreated      = "created"
-	StatusAccepted     = "accepted"
-	StatusAcknowledged = "acknowledged"
-	StatusFailed       = "failed"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 )
 
 // Attempt outcomes in dps_export_attempts.outcome. An attempt with no outcome, or with a transient
@@ -40,7 +34,7 @@ type exportRow struct {
 	ID            string
 	Programme     string
 	Filename      string
-	Status        string
+	Status        lifecycle.Status
 	Attempts      int
 	MESHMessageID string
 	MESHLocalID   string
@@ -162,7 +156,7 @@ func (l *exportLock) setAttemptOutcome(ctx context.Context, attempt int, outcome
 // recordAttempt commits a new attempt and returns its number and local id. fromStatuses are the
 // statuses the export may be in (created; or accepted/acknowledged for a forced re-send); errStale
 // means it is in none of them any more.
-func (l *exportLock) recordAttempt(ctx context.Context, fromStatuses []string) (int, string, error) {
+func (l *exportLock) recordAttempt(ctx context.Context, fromStatuses []lifecycle.Status) (int, string, error) {
 	// One statement, so one round trip: bump the counter (never below an attempt already recorded) and
 	// insert the attempt it names, committed together before the send starts.
 	var n int
@@ -177,7 +171,7 @@ func (l *exportLock) recordAttempt(ctx context.Context, fromStatuses []string) (
 		)
 		INSERT INTO dps_export_attempts (export_id, attempt, local_id)
 		SELECT id, attempts, id::text || '.' || attempts FROM bumped
-		RETURNING attempt, local_id`, l.exportID, fromStatuses).Scan(&n, &localID)
+		RETURNING attempt, local_id`, l.exportID, lifecycle.Names(fromStatuses)).Scan(&n, &localID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = errStale
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 )
 
 // run is the devstack: start everything, ask for every programme's export, and either stop when
@@ -180,8 +182,8 @@ func (s *Stack) databaseState(ctx context.Context, requests []string) (dbState, 
 		SELECT (SELECT count(*) FROM dps_export_requests WHERE request_id = ANY($1)),
 		       (SELECT count(*) FROM dps_pending_records),
 		       (SELECT count(*) FROM dps_exports WHERE request_id = ANY($1)),
-		       (SELECT count(*) FROM dps_exports WHERE request_id = ANY($1) AND status = 'acknowledged')`,
-		requests).Scan(&st.handled, &st.pending, &st.exports, &st.acknowledged)
+		       (SELECT count(*) FROM dps_exports WHERE request_id = ANY($1) AND status = $2)`,
+		requests, lifecycle.Acknowledged).Scan(&st.handled, &st.pending, &st.exports, &st.acknowledged)
 	if err != nil {
 		return st, fmt.Errorf("read progress: %w", err)
 	}
@@ -189,8 +191,8 @@ func (s *Stack) databaseState(ctx context.Context, requests []string) (dbState, 
 	err = s.pool.QueryRow(ctx, `
 		SELECT e.id::text, p.code, coalesce(e.last_error, '')
 		FROM dps_exports e JOIN programmes p ON p.id = e.programme_id
-		WHERE e.request_id = ANY($1) AND e.status = 'failed' ORDER BY e.failed_at LIMIT 1`,
-		requests).Scan(&id, &programme, &reason)
+		WHERE e.request_id = ANY($1) AND e.status = $2 ORDER BY e.failed_at LIMIT 1`,
+		requests, lifecycle.Failed).Scan(&id, &programme, &reason)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -265,14 +267,14 @@ func (s *Stack) printSummary() {
 	}
 	s.out.printf("summary       %s", s.board.counts())
 	for _, e := range exports {
-		status := "created"
+		status := lifecycle.Created.String()
 		switch {
 		case e.Failed:
 			status = "FAILED " + e.FailReason
 		case e.Acknowledged:
-			status = "acknowledged"
+			status = lifecycle.Acknowledged.String()
 		case e.Sent:
-			status = "sent"
+			status = bus.EventSent
 		}
 		s.out.printf("  %-8s export %s  %5d rows  %-13s %s", e.Programme, e.ID, e.Rows, status, e.MeshMessageID)
 	}

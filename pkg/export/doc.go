@@ -1,8 +1,9 @@
 // Package export is the producer's engine: it turns an export request into at most one DPS file per
 // programme, records which exact record versions the file carries, stores the file in the Object Store
 // and enqueues dps.export.ready and dps.export.created through the transactional outbox. It also owns
-// Release (a failed export's records become candidates again), the orphan-object sweep, the consumer of
-// dps.export.request, the nightly schedule that publishes requests, and the replay of requests.
+// the orphan-object sweep, the handler of dps.export.request (run by pkg/runner), the nightly schedule
+// that publishes requests, and the replay of requests. An export's status after it is created, and the
+// release of a failed export's records, belong to pkg/lifecycle.
 //
 // It must not publish an export's messages itself (the outbox relay does, after commit), must not hold
 // a file in memory (rows stream from Postgres through dps.Writer into the Object Store), and must not

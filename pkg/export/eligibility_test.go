@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 )
 
 // TestEligibility walks one record through the contract's rules: each step changes the record (or
@@ -67,7 +68,7 @@ func failAndRelease(t *testing.T, e *env, exportID string) {
 	t.Helper()
 	ctx := t.Context()
 	err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		if err := Release(ctx, tx, exportID); err == nil {
+		if err := lifecycle.Release(ctx, tx, exportID); err == nil {
 			t.Errorf("Release of a live export succeeded")
 		}
 		return nil
@@ -76,10 +77,10 @@ func failAndRelease(t *testing.T, e *env, exportID string) {
 		t.Fatal(err)
 	}
 	err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE dps_exports SET status = 'failed', failed_at = now() WHERE id = $1`, exportID); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE dps_exports SET status = $2, failed_at = now() WHERE id = $1`, exportID, lifecycle.Failed); err != nil {
 			return err
 		}
-		return Release(ctx, tx, exportID)
+		return lifecycle.Release(ctx, tx, exportID)
 	})
 	if err != nil {
 		t.Fatalf("release: %v", err)
@@ -90,7 +91,7 @@ func failAndRelease(t *testing.T, e *env, exportID string) {
 func TestReleaseUnknownExport(t *testing.T) {
 	e := newEnv(t)
 	err := pgx.BeginFunc(t.Context(), e.pool, func(tx pgx.Tx) error {
-		return Release(context.Background(), tx, "00000000-0000-4000-8000-000000000000")
+		return lifecycle.Release(context.Background(), tx, "00000000-0000-4000-8000-000000000000")
 	})
 	if err == nil {
 		t.Fatal("want an error")

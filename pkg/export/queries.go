@@ -1,5 +1,7 @@
 package export
 
+import "github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
+
 // The SQL of an export, in the order a run uses it. Every statement that changes export state runs inside
 // the programme's transaction, after pg_advisory_xact_lock.
 
@@ -46,7 +48,8 @@ const sqlAnalyzeCandidates = `ANALYZE dps_export_taking`
 // and removes the candidates it decided, all from one snapshot in one statement.
 //
 // Decision (the contract's eligibility rules): the last carriage is the newest link to the record in an
-// export that has not failed. eligible = not draft, administered, not discarded.
+// export that has not released its records (lifecycle.LiveCondition: not failed).
+// eligible = not draft, administered, not discarded.
 //
 //	no carriage, eligible                                → new
 //	carriage new/update, not eligible                    → delete
@@ -58,7 +61,7 @@ const sqlAnalyzeCandidates = `ANALYZE dps_export_taking`
 // locked it always is, so this is a second guard, not the first).
 //
 // $1 export id.
-const sqlTakeCandidates = `
+var sqlTakeCandidates = `
 WITH candidate AS (
     SELECT p.vaccination_record_id AS record_id, p.queue_seq, r.updated_at,
            (NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL) AS eligible,
@@ -70,7 +73,7 @@ WITH candidate AS (
         SELECT er.action, er.record_updated_at
         FROM dps_export_records er
         JOIN dps_exports e ON e.id = er.export_id
-        WHERE er.vaccination_record_id = p.vaccination_record_id AND e.status <> 'failed'
+        WHERE er.vaccination_record_id = p.vaccination_record_id AND ` + lifecycle.LiveCondition("e") + `
         ORDER BY e.created_at DESC, er.record_updated_at DESC
         LIMIT 1
     ) c ON true
@@ -153,18 +156,6 @@ ON CONFLICT (vaccination_record_id) DO UPDATE
 const sqlFinishExport = `
 UPDATE dps_exports SET object_name = $2, size_bytes = $3, sha256 = $4, row_count = $5, refused_rows = $6, updated_at = clock_timestamp()
 WHERE id = $1`
-
-// sqlReleaseExport queues every record a failed export carried again. Its links stay (they are history);
-// the carriage rule ignores failed exports, so each record is decided afresh against its last live one.
-const sqlReleaseExport = `
-INSERT INTO dps_pending_records (vaccination_record_id, programme_id)
-SELECT er.vaccination_record_id, r.programme_id
-FROM dps_export_records er JOIN vaccination_records r ON r.id = er.vaccination_record_id
-WHERE er.export_id = $1
-ON CONFLICT (vaccination_record_id) DO UPDATE
-    SET programme_id = EXCLUDED.programme_id, queue_seq = EXCLUDED.queue_seq, queued_at = EXCLUDED.queued_at`
-
-const sqlExportStatus = `SELECT status FROM dps_exports WHERE id = $1`
 
 const sqlExportIDsByName = `SELECT id::text FROM dps_exports WHERE id::text = ANY($1::text[])`
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
+	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 )
 
 func (e *env) publishRaw(data, msgID string) {
@@ -25,6 +26,17 @@ func (e *env) publishRaw(data, msgID string) {
 	if _, err := e.js.PublishMsg(e.t.Context(), msg); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// requestConsumer builds a consumer over the test's NATS with the test's logger.
+func (e *env) requestConsumer(cfg RequestConsumerConfig) *RequestConsumer {
+	e.t.Helper()
+	cfg.JS, cfg.Logger = e.js, e.log
+	c, err := NewRequestConsumer(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
 }
 
 // waitFor polls cond until it holds or 45 s pass.
@@ -44,8 +56,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestBadRequestsDeadLettered(t *testing.T) {
 	e := newEnv(t)
 	e.addRecord(demodata.RecordSpec{})
-	c := NewRequestConsumer(e.exporter(e.pool), e.js, e.log, NewMetrics(prometheus.NewRegistry()))
-	c.Heartbeat, c.RetryDelay = time.Second, 500*time.Millisecond
+	terminated := natstest.CountTerminations(t, e.nc, bus.StreamRequests, bus.ConsumerProducer)
+	c := e.requestConsumer(RequestConsumerConfig{Exporter: e.exporter(e.pool), Metrics: NewMetrics(prometheus.NewRegistry()),
+		Heartbeat: time.Second, RetryDelay: 500 * time.Millisecond})
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -124,6 +137,9 @@ func TestBadRequestsDeadLettered(t *testing.T) {
 	if n := e.count(`SELECT count(*) FROM dps_exports`); n != 1 {
 		t.Fatalf("%d exports, want only the good request's", n)
 	}
+	if n := terminated(); n != 0 {
+		t.Fatalf("%d requests terminated, want every dead-lettered one acknowledged", n)
+	}
 }
 
 // TestOutageRetried: a request that fails because the database is unreachable is naked with a delay,
@@ -133,8 +149,7 @@ func TestOutageRetried(t *testing.T) {
 	e.addRecord(demodata.RecordSpec{})
 	down := e.newPool()
 	down.Close()
-	broken := NewRequestConsumer(e.exporter(down), e.js, e.log, nil)
-	broken.RetryDelay = 200 * time.Millisecond
+	broken := e.requestConsumer(RequestConsumerConfig{Exporter: e.exporter(down), RetryDelay: 200 * time.Millisecond})
 
 	req := bus.ExportRequest{RequestID: "outage-1", Programme: "HPV", RequestedBy: "test", RequestedAt: time.Now()}
 	if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, req.RequestID, req); err != nil {
@@ -160,7 +175,7 @@ func TestOutageRetried(t *testing.T) {
 		t.Fatalf("an outage dead-lettered the request")
 	}
 
-	healthy := NewRequestConsumer(e.exporter(e.pool), e.js, e.log, nil)
+	healthy := e.requestConsumer(RequestConsumerConfig{Exporter: e.exporter(e.pool)})
 	msg := fetch() // redelivered after the nak delay
 	if md, _ := msg.Metadata(); md.NumDelivered != 2 {
 		t.Fatalf("delivery %d, want the second", md.NumDelivered)
@@ -189,8 +204,7 @@ func TestLastDeliveryDeadLettered(t *testing.T) {
 			e := newEnv(t)
 			down := e.newPool()
 			down.Close()
-			c := NewRequestConsumer(e.exporter(down), e.js, e.log, nil)
-			c.RetryDelay, c.MaxDeliver = time.Hour, tt.maxDeliver
+			c := e.requestConsumer(RequestConsumerConfig{Exporter: e.exporter(down), RetryDelay: time.Hour, MaxDeliver: tt.maxDeliver})
 			id := fmt.Sprintf("exhausted-%d", i)
 			req := bus.ExportRequest{RequestID: id, Programme: "HPV", RequestedBy: "test", RequestedAt: time.Now()}
 			if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, id, req); err != nil {

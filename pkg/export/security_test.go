@@ -20,7 +20,7 @@ import (
 // runConsumer runs a request consumer with production settings until the test ends.
 func (e *env) runConsumer() *RequestConsumer {
 	e.t.Helper()
-	c := NewRequestConsumer(e.exporter(e.pool), e.js, e.log, NewMetrics(prometheus.NewRegistry()))
+	c := e.requestConsumer(RequestConsumerConfig{Exporter: e.exporter(e.pool), Metrics: NewMetrics(prometheus.NewRegistry())})
 	ctx, cancel := context.WithCancel(e.t.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() {

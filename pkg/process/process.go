@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/failpoint"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
@@ -32,7 +33,7 @@ const (
 	ExitOK        = 0
 	ExitFailure   = 1
 	ExitUsage     = 2
-	ExitFailpoint = 86
+	ExitFailpoint = failpoint.ExitCode
 )
 
 // UsageError is a command-line mistake; it exits 2.
@@ -239,13 +240,4 @@ func pemOrFile(name, v string) ([]byte, error) {
 		return nil, &config.Error{Var: name, Problem: "is neither PEM text nor a readable file"}
 	}
 	return b, nil
-}
-
-// Failpoint ends the process at once, as a crash would, when DPS_FAILPOINT names this point. Tests with
-// real processes use it to stop between two steps whose order matters; it is inert otherwise.
-func Failpoint(name string) {
-	if os.Getenv("DPS_FAILPOINT") == name {
-		fmt.Fprintf(os.Stderr, "failpoint %s: exiting\n", name)
-		os.Exit(ExitFailpoint)
-	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 )
 
 // Metrics are the tracker's Prometheus metrics. One set per process (per Tracker in tests).
@@ -53,8 +55,8 @@ func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool, log *slog.Logger)
 	}
 	// Every series exists from the start, so that an alert on rate(...{status="failed"}) sees a zero
 	// rather than nothing until the first failure.
-	for _, s := range []string{statusAcknowledged, statusFailed} {
-		m.Transitions.WithLabelValues(s)
+	for _, s := range []lifecycle.Status{lifecycle.Acknowledged, lifecycle.Failed} {
+		m.Transitions.WithLabelValues(s.String())
 	}
 	reg.MustRegister(m.SentToAcknowledged, m.Handshakes, m.TrackingErrors, m.Transitions)
 	if pool != nil {
@@ -84,7 +86,10 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) { ch <- exportsBy
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	counts := map[string]float64{"created": 0, "accepted": 0, "acknowledged": 0, "failed": 0}
+	counts := map[string]float64{}
+	for _, s := range lifecycle.All() {
+		counts[s.String()] = 0
+	}
 	rows, err := c.pool.Query(ctx, `SELECT status, count(*) FROM dps_exports GROUP BY status`)
 	if err == nil {
 		for rows.Next() {

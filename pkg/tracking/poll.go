@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 )
 
@@ -43,7 +44,7 @@ const dueColumns = `e.id::text, p.code, coalesce(e.mesh_message_id, ''), e.sent_
 const selectDue = `
 SELECT ` + dueColumns + `
 FROM dps_exports e JOIN programmes p ON p.id = e.programme_id
-WHERE e.status = 'accepted' AND (e.next_track_at IS NULL OR e.next_track_at <= now())
+WHERE e.status = $2 AND (e.next_track_at IS NULL OR e.next_track_at <= now())
 ORDER BY e.next_track_at NULLS FIRST
 LIMIT $1
 FOR UPDATE OF e SKIP LOCKED`
@@ -78,7 +79,7 @@ func (t *Tracker) TrackDue(ctx context.Context) (BatchResult, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
-	rows, err := tx.Query(ctx, selectDue, t.cfg.BatchSize)
+	rows, err := tx.Query(ctx, selectDue, t.cfg.BatchSize, lifecycle.Accepted)
 	if err != nil {
 		return res, fmt.Errorf("select due exports: %w", err)
 	}
@@ -261,13 +262,13 @@ func (t *Tracker) record(a applied) {
 		slog.String("mesh_message_id", a.export.MessageID))
 	switch a.outcome {
 	case outcomeAcknowledged:
-		t.m.Transitions.WithLabelValues("acknowledged").Inc()
+		t.m.Transitions.WithLabelValues(lifecycle.Acknowledged.String()).Inc()
 		if a.sentToAckDur > 0 {
 			t.m.SentToAcknowledged.Observe(a.sentToAckDur.Seconds())
 		}
 		log.Info("export acknowledged by DPS", slog.Duration("since_sent", a.sentToAckDur))
 	case outcomeFailed:
-		t.m.Transitions.WithLabelValues("failed").Inc()
+		t.m.Transitions.WithLabelValues(lifecycle.Failed.String()).Inc()
 		log.Error("export failed in MESH; its records are queued for the next export", slog.String("reason", a.reason))
 	case outcomePending:
 		log.Debug("export still waiting for DPS", slog.String("mesh_status", a.status))

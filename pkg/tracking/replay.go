@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 )
@@ -25,7 +26,7 @@ func (t *Tracker) TrackNow(ctx context.Context, exportID string) (string, error)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
-	var status string
+	var status lifecycle.Status
 	// FOR UPDATE without SKIP LOCKED: wait for a running tracker's batch that holds the export.
 	e, err := scanDue(tx.QueryRow(ctx, `
 		SELECT `+dueColumns+`, e.status
@@ -38,15 +39,15 @@ func (t *Tracker) TrackNow(ctx context.Context, exportID string) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("track export %s: %w", exportID, err)
 	}
-	if e.MessageID == "" && status != statusAccepted {
-		return "export " + status + ", no MESH message id to track", nil
+	if e.MessageID == "" && status != lifecycle.Accepted {
+		return "export " + status.String() + ", no MESH message id to track", nil
 	}
 	var tr *mesh.Tracking
 	var trErr error
 	if e.MessageID != "" {
 		tr, trErr = t.cfg.MESH.Track(ctx, e.MessageID)
 	}
-	if status != statusAccepted {
+	if status != lifecycle.Accepted {
 		if trErr != nil {
 			return "", fmt.Errorf("track export %s: %w", exportID, trErr)
 		}
@@ -98,23 +99,22 @@ func ReplayHandler(pool *pgxpool.Pool, o ReplayOptions) (replay.Handler, error) 
 		if err != nil {
 			return replay.Failed, "", err
 		}
-		var status string
-		err = pool.QueryRow(ctx, `SELECT status FROM dps_exports WHERE id = $1`, ev.ExportID).Scan(&status)
-		if errors.Is(err, pgx.ErrNoRows) {
+		status, err := lifecycle.StatusOf(ctx, pool, ev.ExportID)
+		if errors.Is(err, lifecycle.ErrNoExport) {
 			return replay.Failed, "", fmt.Errorf("export %s: no such export in this database", ev.ExportID)
 		}
 		if err != nil {
-			return replay.Failed, "", fmt.Errorf("export %s: %w", ev.ExportID, err)
+			return replay.Failed, "", err
 		}
-		past := status != statusAccepted
+		past := status != lifecycle.Accepted
 		id := "export " + ev.ExportID
 		switch {
 		case o.DryRun && o.Force && past:
-			return replay.DryRun, id + ": " + status + "; would ask MESH now and leave it " + status, nil
+			return replay.DryRun, id + ": " + status.String() + "; would ask MESH now and leave it " + status.String(), nil
 		case o.DryRun && o.Force:
 			return replay.DryRun, id + ": accepted; would ask MESH now and move it on", nil
 		case o.DryRun && past:
-			return replay.DryRun, id + ": already " + status + "; would skip", nil
+			return replay.DryRun, id + ": already " + status.String() + "; would skip", nil
 		case o.DryRun:
 			return replay.DryRun, id + ": accepted; would make it due for tracking now", nil
 		case o.Force:
@@ -127,14 +127,14 @@ func ReplayHandler(pool *pgxpool.Pool, o ReplayOptions) (replay.Handler, error) 
 			}
 			return replay.Done, id + ": tracked: " + detail, nil
 		case past:
-			return replay.Skipped, id + ": already " + status, nil
+			return replay.Skipped, id + ": already " + status.String(), nil
 		}
 		now, err := StartTracking(ctx, pool, ev.ExportID)
 		if err != nil {
 			return replay.Failed, "", err
 		}
-		if now != statusAccepted {
-			return replay.Skipped, id + ": already " + now, nil
+		if now != lifecycle.Accepted {
+			return replay.Skipped, id + ": already " + now.String(), nil
 		}
 		return replay.Done, id + ": due for tracking now", nil
 	}, nil

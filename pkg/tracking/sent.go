@@ -12,14 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
-)
-
-// Export statuses as dps_exports spells them.
-const (
-	statusCreated      = "created"
-	statusAccepted     = "accepted"
-	statusAcknowledged = "acknowledged"
-	statusFailed       = "failed"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
+	"github.com/nhs-dps/dps-pipeline/pkg/runner"
 )
 
 // retryDelay is how long a dps.export.sent message waits before redelivery when the database could
@@ -27,27 +21,26 @@ const (
 const retryDelay = 5 * time.Second
 
 // StartTracking is the tracker's handling of dps.export.sent: an accepted export becomes due now. It
-// returns the status the export has ("" when there is no such export); only "accepted" changed
-// anything. It touches only next_track_at, so running it again, or for an export already past accepted,
+// returns the status the export has (0 when there is no such export); only Accepted changed anything. It touches only next_track_at, so running it again, or for an export already past accepted,
 // is harmless.
-func StartTracking(ctx context.Context, pool *pgxpool.Pool, exportID string) (string, error) {
-	var status string
+func StartTracking(ctx context.Context, pool *pgxpool.Pool, exportID string) (lifecycle.Status, error) {
+	var status lifecycle.Status
 	err := pool.QueryRow(ctx, `
 		UPDATE dps_exports SET next_track_at = now(), updated_at = now()
-		WHERE id = $1 AND status = 'accepted'
-		RETURNING status`, exportID).Scan(&status)
+		WHERE id = $1 AND status = $2
+		RETURNING status`, exportID, lifecycle.Accepted).Scan(&status)
 	if err == nil {
 		return status, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("start tracking export %s: %w", exportID, err)
+		return 0, fmt.Errorf("start tracking export %s: %w", exportID, err)
 	}
-	err = pool.QueryRow(ctx, `SELECT status FROM dps_exports WHERE id = $1`, exportID).Scan(&status)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
+	status, err = lifecycle.StatusOf(ctx, pool, exportID)
+	if errors.Is(err, lifecycle.ErrNoExport) {
+		return 0, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("start tracking export %s: %w", exportID, err)
+		return 0, fmt.Errorf("start tracking export %s: %w", exportID, err)
 	}
 	return status, nil
 }
@@ -64,61 +57,41 @@ func DecodeSent(msg jetstream.Msg) (bus.ExportSent, error) {
 	return ev, nil
 }
 
-// sentConsumer is the running "tracker" durable consumer.
-type sentConsumer struct{ cc jetstream.ConsumeContext }
-
-func (c *sentConsumer) stop() {
-	c.cc.Stop()
-	<-c.cc.Closed()
+// newSentRunner runs startTracking over the shared durable consumer "tracker": replicas share the
+// messages, and each one wakes the poller of the replica that received it.
+func (t *Tracker) newSentRunner() (*runner.Runner, error) {
+	return runner.New(runner.Config{
+		JS: t.cfg.JS, Stream: bus.StreamEvents, Consumer: bus.ConsumerTracker, Stage: StageTracker,
+		Handler: t.startTracking,
+		Backoff: runner.Steps(retryDelay),
+		Grace:   t.cfg.ShutdownGrace,
+		Logger:  t.log,
+	})
 }
 
-// startSentConsumer consumes dps.export.sent with the shared durable consumer "tracker": replicas
-// share the messages, and each one wakes the poller of the replica that received it.
-func (t *Tracker) startSentConsumer(ctx context.Context) (*sentConsumer, error) {
-	cons, err := t.cfg.JS.Consumer(ctx, bus.StreamEvents, bus.ConsumerTracker)
+// startTracking is the handler of dps.export.sent: the export it names becomes due for tracking now.
+// An invalid message is dead-lettered (and then acknowledged, like every consumer's); a database
+// failure is retried.
+func (t *Tracker) startTracking(ctx context.Context, d runner.Delivery) runner.Outcome {
+	ev, err := DecodeSent(d.Msg)
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s on %s: %w", bus.ConsumerTracker, bus.StreamEvents, err)
+		return runner.DeadLetter("invalid", err.Error())
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) { t.handleSent(ctx, msg) })
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", bus.SubjectExportSent, err)
-	}
-	return &sentConsumer{cc: cc}, nil
-}
-
-// handleSent starts tracking the export a dps.export.sent message names. An invalid message goes to
-// the dead-letter stream; a database failure is redelivered later.
-func (t *Tracker) handleSent(ctx context.Context, msg jetstream.Msg) {
-	ev, err := DecodeSent(msg)
-	if err != nil {
-		t.log.Error("dead-lettering an invalid dps.export.sent message", slog.Any("error", err))
-		if dlErr := bus.DeadLetter(ctx, t.cfg.JS, StageTracker, msg, err.Error()); dlErr != nil {
-			t.log.Error("dead-letter dps.export.sent message; it will be redelivered", slog.Any("error", dlErr))
-			_ = msg.NakWithDelay(retryDelay)
-			return
-		}
-		_ = msg.Term()
-		return
-	}
-	log := t.log.With(slog.String("export_id", ev.ExportID), slog.String("mesh_message_id", ev.MeshMessageID))
+	log := d.Log.With(slog.String("export_id", ev.ExportID), slog.String("mesh_message_id", ev.MeshMessageID))
 	status, err := StartTracking(ctx, t.cfg.Pool, ev.ExportID)
 	if err != nil {
-		log.Warn("start tracking; the event will be redelivered", slog.Any("error", err))
-		_ = msg.NakWithDelay(retryDelay)
-		return
-	}
-	if err := msg.DoubleAck(ctx); err != nil {
-		log.Warn("ack dps.export.sent", slog.Any("error", err))
+		return runner.Retry(err)
 	}
 	switch status {
-	case statusAccepted:
+	case lifecycle.Accepted:
 		log.Debug("tracking export now")
 		t.Wake()
-	case "":
+	case 0:
 		log.Warn("dps.export.sent names an export this database does not hold")
-	case statusCreated:
+	case lifecycle.Created:
 		log.Warn("dps.export.sent arrived for an export not yet accepted in the database; the sender owns it")
 	default:
-		log.Debug("export already past accepted", slog.String("status", status))
+		log.Debug("export already past accepted", slog.String("status", status.String()))
 	}
+	return runner.Done()
 }

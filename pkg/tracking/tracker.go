@@ -1,8 +1,8 @@
 // Package tracking follows each export MESH accepted until DPS acknowledges it or MESH gives up on it,
-// and keeps the daily mailbox handshake going. It owns the accepted → acknowledged | failed transitions
-// of dps_exports (compare-and-set, each with its event enqueued through pkg/outbox in the same
-// transaction) and the tracker's bookkeeping columns (next_track_at, track_failures,
-// tracking_unknown_since).
+// and keeps the daily mailbox handshake going. It decides when an export moves accepted → acknowledged |
+// failed (the moves themselves, compare-and-set with their events, are pkg/lifecycle's) and owns the
+// tracker's bookkeeping columns (next_track_at, track_failures, tracking_unknown_since). Its consumer of
+// dps.export.sent is a handler run by pkg/runner.
 //
 // It must not send files, create exports, or publish a lifecycle event except through the outbox; it
 // never calls MESH when the feature gate is off.
@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/runner"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -66,6 +67,7 @@ type Tracker struct {
 	log  *slog.Logger
 	m    *Metrics
 	wake chan struct{}
+	sent *runner.Runner // dps.export.sent
 
 	mu            sync.Mutex
 	handshakeDone bool
@@ -116,31 +118,40 @@ func New(cfg Config) (*Tracker, error) {
 	if m == nil {
 		m = NewMetrics(prometheus.NewRegistry(), nil, log)
 	}
-	return &Tracker{cfg: cfg, log: log, m: m, wake: make(chan struct{}, 1)}, nil
+	t := &Tracker{cfg: cfg, log: log, m: m, wake: make(chan struct{}, 1)}
+	sent, err := t.newSentRunner()
+	if err != nil {
+		return nil, fmt.Errorf("tracking: %w", err)
+	}
+	t.sent = sent
+	return t, nil
 }
 
 // Run tracks until ctx ends: the dps.export.sent consumer, the handshake loop and the poll loop. When
 // ctx ends it stops polling, lets the batch in hand finish (within ShutdownGrace) and returns nil.
 // With the gate closed it only consumes dps.export.sent (a database update) and repeats a WARN line.
 func (t *Tracker) Run(ctx context.Context) error {
-	consumer, err := t.startSentConsumer(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return err
-	}
-	defer consumer.stop()
-
-	if !t.cfg.JobsEnabled {
-		t.warnGateClosed(ctx)
-		return nil
-	}
-
+	// The consumer failing to open stops the loops too; its message handling drains on its own grace.
+	partsCtx, stop := context.WithCancel(ctx)
+	defer stop()
 	var wg sync.WaitGroup
-	wg.Go(func() { t.handshakeLoop(ctx) })
-	t.pollLoop(ctx)
+	var consumeErr error
+	wg.Go(func() {
+		if consumeErr = t.sent.Run(partsCtx); consumeErr != nil {
+			stop()
+		}
+	})
+	if t.cfg.JobsEnabled {
+		wg.Go(func() { t.handshakeLoop(partsCtx) })
+		t.pollLoop(partsCtx)
+	} else {
+		t.warnGateClosed(partsCtx)
+	}
+	stop()
 	wg.Wait()
+	if consumeErr != nil && ctx.Err() == nil {
+		return consumeErr
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 )
 
@@ -226,9 +227,11 @@ func TestGateClosed(t *testing.T) {
 }
 
 // TestInvalidSentEvent: a dps.export.sent message that breaks its schema is dead-lettered with stage
-// tracker, and the consumer carries on with the next one.
+// tracker, then acknowledged (not terminated), like every consumer's dead letters; and the consumer
+// carries on with the next one.
 func TestInvalidSentEvent(t *testing.T) {
 	e := newEnv(t)
+	terminated := natstest.CountTerminations(t, e.js.Conn(), bus.StreamEvents, bus.ConsumerTracker)
 	e.start(t, e.trackerConfig(e.pool, slog.New(slog.DiscardHandler)))
 	if _, err := e.js.Publish(t.Context(), bus.SubjectExportSent, []byte(`{"export_id": "not-a-uuid"}`)); err != nil {
 		t.Fatal(err)
@@ -236,6 +239,17 @@ func TestInvalidSentEvent(t *testing.T) {
 	waitFor(t, "dead letter", func() bool {
 		return e.streamCount(t, bus.StreamDeadLetter, "dps.deadletter.tracker") == 1
 	})
+	waitFor(t, "the invalid event acknowledged", func() bool {
+		c, err := e.js.Consumer(t.Context(), bus.StreamEvents, bus.ConsumerTracker)
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(t.Context())
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.NumRedelivered == 0
+	})
+	if n := terminated(); n != 0 {
+		t.Fatalf("%d messages terminated, want the dead-lettered one acknowledged", n)
+	}
 	x := e.sendExport(t, 1)
 	e.actAsDPS(t)
 	e.publishSent(t, x)

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
@@ -202,8 +203,9 @@ func (e *Env) AddExport(ctx context.Context, records int) Export {
 
 // ExportState is an export's row as the sender leaves it.
 type ExportState struct {
-	Status, MessageID, LocalID, LastError, LastErrorCode string
-	Attempts                                             int
+	Status                                       lifecycle.Status
+	MessageID, LocalID, LastError, LastErrorCode string
+	Attempts                                     int
 }
 
 // State reads an export's row.
@@ -227,7 +229,7 @@ func (e *Env) State(ctx context.Context, id string) ExportState {
 }
 
 // CountStatus counts exports in a status.
-func (e *Env) CountStatus(ctx context.Context, status string) int {
+func (e *Env) CountStatus(ctx context.Context, status lifecycle.Status) int {
 	e.tb.Helper()
 	var n int
 	if err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM dps_exports WHERE status = $1`, status).Scan(&n); err != nil {

@@ -1,0 +1,24 @@
+// Package failpoint lets a crash test stop a real process between two steps whose order matters: the
+// process exits at once, as a crash would, when the environment variable DPS_FAILPOINT names the point
+// it reaches. It is inert otherwise, and imports nothing of the pipeline, so that any package may mark
+// its crash points without depending on process wiring.
+package failpoint
+
+import (
+	"fmt"
+	"os"
+)
+
+// Variable is the environment variable that names the failpoint to stop at.
+const Variable = "DPS_FAILPOINT"
+
+// ExitCode is the exit status of a process stopped at a failpoint.
+const ExitCode = 86
+
+// Reach ends the process with ExitCode when DPS_FAILPOINT is name.
+func Reach(name string) {
+	if os.Getenv(Variable) == name {
+		fmt.Fprintf(os.Stderr, "failpoint %s: exiting\n", name)
+		os.Exit(ExitCode)
+	}
+}
