@@ -42,6 +42,9 @@ const (
 	AlreadyFailed Outcome = "already_failed"
 	// Failed: the export was marked failed now (or, for a batch naming no export, only dead-lettered).
 	Failed Outcome = "failed"
+	// Rejected: the batch disagrees with the export it names (object, size, SHA-256, file name, rows,
+	// programme); it was dead-lettered and nothing else changed.
+	Rejected Outcome = "rejected"
 	// Retry: a transient problem; the batch should come back later.
 	Retry Outcome = "retry"
 	// Locked: another sender holds the export; the batch should come back later.
@@ -55,6 +58,7 @@ const (
 	CodeExhausted          = "DELIVERIES_EXHAUSTED"
 	CodeNoExport           = "EXPORT_NOT_FOUND"
 	CodeInvalidBatch       = "INVALID_BATCH"
+	CodeBatchMismatch      = "BATCH_MISMATCH"
 	codeMESHWithoutCodeFmt = "HTTP_%d"
 )
 
@@ -131,6 +135,9 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 	}
 	res.Status = exp.Status
 	log = log.With(slog.String("programme", exp.Programme))
+	if diff := exp.disagreement(b.Ready); diff != "" {
+		return s.rejectBatch(ctx, b, res, diff)
+	}
 
 	fromStatuses := []lifecycle.Status{lifecycle.Created}
 	switch exp.Status {
@@ -159,7 +166,7 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 	// The file is read and verified while Postgres commits the attempt: the two are independent, and
 	// the commit's fsync is the longest wait of a small file's delivery. Nothing is sent before both
 	// are done, so a corrupt or missing file still never reaches MESH.
-	verifying := s.verifyObjectAsync(ctx, b.Ready)
+	verifying := s.verifyObjectAsync(ctx, exp.object())
 	defer verifying.stop()
 
 	attempt, localID, err := lock.recordAttempt(ctx, fromStatuses)
@@ -178,7 +185,7 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 	res.Bytes = file.size
 
 	started := time.Now()
-	messageID, err := s.send(ctx, b.Ready, file, exp.Filename, localID)
+	messageID, err := s.send(ctx, exp.object(), file, exp.Filename, localID)
 	res.SendDuration = time.Since(started)
 	s.recordMESHResult(err)
 	if err != nil {
@@ -268,16 +275,26 @@ func (s *Sender) adoptAttempt(ctx context.Context, lock *exportLock, exp exportR
 // stays bounded whatever the size (the Object Store checks its own digest on the second read too).
 const maxInMemory = 8 << 20
 
-// verifiedFile is a file whose size and SHA-256 match its batch.
+// objectRef names an export's file and what it must be: from Postgres, never from the batch.
+type objectRef struct {
+	name   string
+	size   int64
+	sha256 string
+}
+
+// verifiedFile is a file whose size and SHA-256 match its export's row.
 type verifiedFile struct {
 	size int64
 	data []byte // the whole file when it is at most maxInMemory; nil: stream it again
 }
 
-// verifyObject reads the file once, comparing its size and SHA-256 with the batch, so that a corrupt
-// or truncated file is never sent.
-func (s *Sender) verifyObject(ctx context.Context, r bus.ExportReady) (*verifiedFile, error) {
-	obj, err := s.objects.Get(ctx, r.ObjectName)
+// verifyObject reads the file once, comparing its size and SHA-256 with the export's row, so that a
+// corrupt or truncated file is never sent.
+func (s *Sender) verifyObject(ctx context.Context, r objectRef) (*verifiedFile, error) {
+	if r.name == "" || r.size < 0 {
+		return nil, &permanentError{code: CodeObjectMissing, err: errors.New("the export records no stored file")}
+	}
+	obj, err := s.objects.Get(ctx, r.name)
 	if err != nil {
 		return nil, objectError(r, err)
 	}
@@ -285,20 +302,20 @@ func (s *Sender) verifyObject(ctx context.Context, r bus.ExportReady) (*verified
 	h := sha256.New()
 	var w io.Writer = h
 	var buf *bytes.Buffer
-	if r.SizeBytes <= maxInMemory {
-		buf = bytes.NewBuffer(make([]byte, 0, r.SizeBytes+1))
+	if r.size <= maxInMemory {
+		buf = bytes.NewBuffer(make([]byte, 0, r.size+1))
 		w = io.MultiWriter(h, buf)
 	}
-	// One byte past the batch's size is enough to know the file is longer than it should be.
-	n, err := io.Copy(w, io.LimitReader(obj, r.SizeBytes+1))
+	// One byte past the recorded size is enough to know the file is longer than it should be.
+	n, err := io.Copy(w, io.LimitReader(obj, r.size+1))
 	if err != nil {
 		return nil, objectError(r, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if n != r.SizeBytes || sum != r.SHA256 {
+	if n != r.size || sum != r.sha256 {
 		return nil, &permanentError{code: CodeObjectCorrupt, err: fmt.Errorf(
-			"object %s does not match the batch: %d bytes with SHA-256 %s, batch says %d bytes with SHA-256 %s",
-			r.ObjectName, n, sum, r.SizeBytes, r.SHA256)}
+			"object %s does not match its export: %d bytes with SHA-256 %s, Postgres records %d bytes with SHA-256 %s",
+			r.name, n, sum, r.size, r.sha256)}
 	}
 	f := &verifiedFile{size: n}
 	if buf != nil {
@@ -317,7 +334,7 @@ type pendingFile struct {
 
 // verifyObjectAsync starts verifyObject; wait returns its result, stop abandons it and waits until it
 // has let go of the object.
-func (s *Sender) verifyObjectAsync(ctx context.Context, r bus.ExportReady) *pendingFile {
+func (s *Sender) verifyObjectAsync(ctx context.Context, r objectRef) *pendingFile {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &pendingFile{done: make(chan struct{}), cancel: cancel}
 	go func() {
@@ -337,23 +354,23 @@ func (p *pendingFile) stop() {
 	<-p.done
 }
 
-func objectError(r bus.ExportReady, err error) error {
+func objectError(r objectRef, err error) error {
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
-		return &permanentError{code: CodeObjectMissing, err: fmt.Errorf("object %s: %w", r.ObjectName, err)}
+		return &permanentError{code: CodeObjectMissing, err: fmt.Errorf("object %s: %w", r.name, err)}
 	case errors.Is(err, jetstream.ErrDigestMismatch):
-		return &permanentError{code: CodeObjectCorrupt, err: fmt.Errorf("object %s: %w", r.ObjectName, err)}
+		return &permanentError{code: CodeObjectCorrupt, err: fmt.Errorf("object %s: %w", r.name, err)}
 	}
-	return fmt.Errorf("read object %s: %w", r.ObjectName, err)
+	return fmt.Errorf("read object %s: %w", r.name, err)
 }
 
 // send hands the verified file to MESH: from memory, or streamed from the Object Store again.
-func (s *Sender) send(ctx context.Context, r bus.ExportReady, f *verifiedFile, filename, localID string) (string, error) {
+func (s *Sender) send(ctx context.Context, r objectRef, f *verifiedFile, filename, localID string) (string, error) {
 	var body io.Reader
 	if f.data != nil {
 		body = bytes.NewReader(f.data)
 	} else {
-		obj, err := s.objects.Get(ctx, r.ObjectName)
+		obj, err := s.objects.Get(ctx, r.name)
 		if err != nil {
 			return "", objectError(r, err)
 		}
@@ -487,6 +504,27 @@ func (s *Sender) failWithoutExport(ctx context.Context, b Batch, res Result, cau
 		return s.retry(res, fmt.Errorf("dead-letter batch for missing export %s: %w", res.ExportID, err))
 	}
 	s.log.Error("batch names an export Postgres does not hold; dead-lettered", slog.String("export_id", res.ExportID))
+	return res
+}
+
+// rejectBatch dead-letters a batch that disagrees with the export it names and changes nothing else:
+// the export keeps its status, attempts and records, and its own batch is delivered as usual.
+func (s *Sender) rejectBatch(ctx context.Context, b Batch, res Result, diff string) Result {
+	res.Outcome, res.Code = Rejected, CodeBatchMismatch
+	res.Err = fmt.Errorf("the batch does not match export %s: %s", res.ExportID, diff)
+	if b.DeadLetter == nil {
+		return res
+	}
+	reason := CodeBatchMismatch + ": " + res.Err.Error()
+	subject, msgID, v, err := b.DeadLetter(reason)
+	if err == nil {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return outbox.Enqueue(ctx, tx, subject, msgID, v) })
+	}
+	if err != nil {
+		return s.retry(res, fmt.Errorf("dead-letter a batch that does not match export %s: %w", res.ExportID, err))
+	}
+	s.log.Error("batch does not match the export it names; dead-lettered, nothing changed",
+		slog.String("export_id", res.ExportID), slog.String("differences", diff))
 	return res
 }
 

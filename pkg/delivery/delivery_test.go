@@ -104,6 +104,16 @@ func (h *harness) waitEvents(subject string, n int) {
 	})
 }
 
+// recordFile writes r's size and SHA-256 into the export's row, as a producer that recorded them
+// wrongly would have.
+func (h *harness) recordFile(r bus.ExportReady) {
+	h.t.Helper()
+	if _, err := h.Pool.Exec(context.Background(), `UPDATE dps_exports SET size_bytes = $2, sha256 = $3 WHERE id = $1`,
+		r.ExportID, r.SizeBytes, r.SHA256); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func streamFor(subject string) string {
 	if strings.HasPrefix(subject, bus.SubjectDeadLetterPrefix) {
 		return bus.StreamDeadLetter
@@ -257,10 +267,15 @@ func TestUnusableObjectFailsWithoutSending(t *testing.T) {
 		tamper func(h *harness, x *deliverytest.Export)
 		code   string
 	}{
-		{"sha mismatch", func(_ *harness, x *deliverytest.Export) {
+		// The export's row is what the sender checks the file against; the batch carries the same values.
+		{"sha mismatch", func(h *harness, x *deliverytest.Export) {
 			x.Ready.SHA256 = strings.Repeat("0", 64)
+			h.recordFile(x.Ready)
 		}, CodeObjectCorrupt},
-		{"size mismatch", func(_ *harness, x *deliverytest.Export) { x.Ready.SizeBytes++ }, CodeObjectCorrupt},
+		{"size mismatch", func(h *harness, x *deliverytest.Export) {
+			x.Ready.SizeBytes++
+			h.recordFile(x.Ready)
+		}, CodeObjectCorrupt},
 		{"object replaced", func(h *harness, x *deliverytest.Export) {
 			if _, err := h.Objects.PutBytes(context.Background(), x.Ready.ObjectName, []byte("tampered\n")); err != nil {
 				h.t.Fatal(err)
@@ -531,6 +546,7 @@ func TestReplay(t *testing.T) {
 	x := h.AddExport(ctx, 1)
 	failedX := h.CreateExport(ctx, 1)
 	failedX.Ready.SHA256 = strings.Repeat("0", 64)
+	h.recordFile(failedX.Ready)
 	h.Publish(ctx, failedX.Ready)
 	stop := h.start(h.sender(h.config(), 0))
 	first := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)

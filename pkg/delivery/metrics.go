@@ -10,7 +10,7 @@ type Metrics struct {
 	Sent               *prometheus.CounterVec // label how: new | adopted | forced
 	DuplicatesAvoided  prometheus.Counter
 	Retries            *prometheus.CounterVec // label reason: transient | locked
-	Failures           *prometheus.CounterVec // label reason: mesh | object | exhausted | invalid | missing_export
+	Failures           *prometheus.CounterVec // label reason: mesh | object | exhausted | invalid | missing_export | mismatch
 	SendDuration       prometheus.Histogram
 	BytesSent          prometheus.Counter
 	InFlight           prometheus.Gauge

@@ -51,6 +51,8 @@ func (s *Sender) ReplayHandler(force, dryRun bool) replay.Handler {
 			return replay.Skipped, fmt.Sprintf("export %s failed earlier; its records were released to a later export, not re-sent", id), nil
 		case Failed:
 			return replay.Failed, "", fmt.Errorf("export %s failed: %w", id, res.Err)
+		case Rejected:
+			return replay.Failed, "", fmt.Errorf("batch dead-lettered, nothing sent: %w", res.Err)
 		case Locked:
 			return replay.Failed, "", fmt.Errorf("export %s is locked by another sender", id)
 		default:

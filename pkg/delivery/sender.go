@@ -179,8 +179,9 @@ func (s *Sender) sendBatch(ctx context.Context, d runner.Delivery) runner.Outcom
 			slog.String("mesh_message_id", res.MessageID), slog.String("status", res.Status.String()))
 	case AlreadyFailed:
 		log.Info("batch redelivered for an export that already failed; acked")
-	case Failed:
-		// The export is failed and the dead letter enqueued in one transaction (see Deliver): done.
+	case Failed, Rejected:
+		// The export is failed, or the batch rejected, and the dead letter enqueued in one transaction (see
+		// Deliver): done.
 		s.metrics.Failures.WithLabelValues(failureLabel(res.Code)).Inc()
 	case Locked:
 		s.metrics.Retries.WithLabelValues("locked").Inc()
@@ -220,6 +221,8 @@ func failureLabel(code string) string {
 		return "missing_export"
 	case CodeInvalidBatch:
 		return "invalid"
+	case CodeBatchMismatch:
+		return "mismatch"
 	}
 	return "mesh"
 }

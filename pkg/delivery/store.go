@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 )
@@ -29,7 +32,8 @@ const lockClass = 0x44505331 // "DPS1"
 // ErrNoExport means the batch names an export Postgres does not hold.
 var ErrNoExport = errors.New("export not found")
 
-// exportRow is what the sender needs from dps_exports.
+// exportRow is what the sender needs from dps_exports: the facts it acts on come from here, never from
+// the batch, which only names the export.
 type exportRow struct {
 	ID            string
 	Programme     string
@@ -38,6 +42,37 @@ type exportRow struct {
 	Attempts      int
 	MESHMessageID string
 	MESHLocalID   string
+	Rows          int64
+	ObjectName    string
+	SizeBytes     int64
+	SHA256        string
+}
+
+// object is the export's file in the Object Store as Postgres records it.
+func (e exportRow) object() objectRef {
+	return objectRef{name: e.ObjectName, size: e.SizeBytes, sha256: e.SHA256}
+}
+
+// disagreement says how a batch differs from the export it names, or "" when it matches. A batch that
+// differs was not written by the producer for this export (forged, or from another database): acting on
+// it could send another export's file under this one's name, or fail this one for nothing.
+func (e exportRow) disagreement(r bus.ExportReady) string {
+	var diffs []string
+	check := func(field string, batch, row any) {
+		if batch != row {
+			diffs = append(diffs, fmt.Sprintf("%s %v (Postgres: %v)", field, batch, row))
+		}
+	}
+	check("programme", r.Programme, e.Programme)
+	check("filename", r.Filename, e.Filename)
+	check("object_name", r.ObjectName, e.ObjectName)
+	check("size_bytes", r.SizeBytes, e.SizeBytes)
+	check("sha256", r.SHA256, e.SHA256)
+	check("rows", r.Rows, e.Rows)
+	if len(diffs) == 0 {
+		return ""
+	}
+	return strings.Join(diffs, "; ")
 }
 
 // attemptRow is one recorded attempt whose outcome MESH has to be asked about.
@@ -108,9 +143,11 @@ func (l *exportLock) loadExport(ctx context.Context) (exportRow, error) {
 	var e exportRow
 	var msgID, localID *string
 	err := l.conn.QueryRow(ctx, `
-		SELECT e.id::text, p.code, e.filename, e.status, e.attempts, e.mesh_message_id, e.mesh_local_id
+		SELECT e.id::text, p.code, e.filename, e.status, e.attempts, e.mesh_message_id, e.mesh_local_id,
+			e.row_count, coalesce(e.object_name, ''), coalesce(e.size_bytes, -1), coalesce(e.sha256, '')
 		FROM dps_exports e JOIN programmes p ON p.id = e.programme_id
-		WHERE e.id = $1`, l.exportID).Scan(&e.ID, &e.Programme, &e.Filename, &e.Status, &e.Attempts, &msgID, &localID)
+		WHERE e.id = $1`, l.exportID).Scan(&e.ID, &e.Programme, &e.Filename, &e.Status, &e.Attempts, &msgID, &localID,
+		&e.Rows, &e.ObjectName, &e.SizeBytes, &e.SHA256)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return e, fmt.Errorf("load export %s: %w", l.exportID, ErrNoExport)
 	}

@@ -234,8 +234,6 @@ func (r *Runner) currentLimits() consumerLimits {
 // then ack, nak with backoff, dead letter then ack, or term, as its outcome says. ctx bounds the
 // handler, not the settling. Run calls it for every message; tests and replays may call it directly.
 func (r *Runner) Handle(ctx context.Context, msg jetstream.Msg) {
-	ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckTimeout)
-	defer cancel()
 	md, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery at all: there is nothing to redeliver or dead-letter by sequence.
@@ -256,6 +254,10 @@ func (r *Runner) Handle(ctx context.Context, msg jetstream.Msg) {
 	o := r.handler(ctx, d)
 	stop()
 
+	// The settling gets its own deadline, started now: however long the work took, and even when the
+	// grace period cancelled ctx, the work done is acknowledged rather than redelivered.
+	ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckTimeout)
+	defer cancel()
 	s := r.settle(ackCtx, d, o)
 	if r.cfg.Observe != nil {
 		r.cfg.Observe(d, s)

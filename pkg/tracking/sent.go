@@ -20,6 +20,38 @@ import (
 // not be reached.
 const retryDelay = 5 * time.Second
 
+// checkSent compares a dps.export.sent event with the export it names and says what is wrong, or ""
+// when Postgres agrees: the export exists, was accepted by MESH (or went further), under the message
+// id the event carries.
+func checkSent(ctx context.Context, pool *pgxpool.Pool, ev bus.ExportSent) (string, error) {
+	var status lifecycle.Status
+	var programme string
+	var messageID *string
+	err := pool.QueryRow(ctx, `
+		SELECT e.status, p.code, e.mesh_message_id FROM dps_exports e JOIN programmes p ON p.id = e.programme_id
+		WHERE e.id = $1`, ev.ExportID).Scan(&status, &programme, &messageID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "EXPORT_NOT_FOUND: dps.export.sent names export " + ev.ExportID + ", which Postgres does not hold", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("load export %s: %w", ev.ExportID, err)
+	}
+	switch {
+	case status == lifecycle.Created:
+		return fmt.Sprintf("EVENT_MISMATCH: dps.export.sent for export %s, which Postgres records as %s, not sent", ev.ExportID, status), nil
+	case status == lifecycle.Failed:
+		// A failed export is past tracking whatever the event says; nothing to do, nothing to flag.
+		return "", nil
+	case messageID == nil || *messageID != ev.MeshMessageID:
+		return fmt.Sprintf("EVENT_MISMATCH: dps.export.sent for export %s names MESH message %s; Postgres records another",
+			ev.ExportID, ev.MeshMessageID), nil
+	case programme != ev.Programme:
+		return fmt.Sprintf("EVENT_MISMATCH: dps.export.sent for export %s names programme %s; Postgres records %s",
+			ev.ExportID, ev.Programme, programme), nil
+	}
+	return "", nil
+}
+
 // StartTracking is the tracker's handling of dps.export.sent: an accepted export becomes due now. It
 // returns the status the export has (0 when there is no such export); only Accepted changed anything. It touches only next_track_at, so running it again, or for an export already past accepted,
 // is harmless.
@@ -78,6 +110,15 @@ func (t *Tracker) startTracking(ctx context.Context, d runner.Delivery) runner.O
 		return runner.DeadLetter("invalid", err.Error())
 	}
 	log := d.Log.With(slog.String("export_id", ev.ExportID), slog.String("mesh_message_id", ev.MeshMessageID))
+	problem, err := checkSent(ctx, t.cfg.Pool, ev)
+	if err != nil {
+		return runner.Retry(err)
+	}
+	if problem != "" {
+		// The event is only a pointer: one that disagrees with the export it names was not written by
+		// our sender, and acting on it (or acking it with a WARN) would hide that.
+		return runner.DeadLetter("mismatch", problem)
+	}
 	status, err := StartTracking(ctx, t.cfg.Pool, ev.ExportID)
 	if err != nil {
 		return runner.Retry(err)

@@ -1,0 +1,115 @@
+package delivery
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
+	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
+)
+
+// TestForgedReadyChangesNothing: batches naming a real export but another export's object (with its
+// true size and SHA-256), a wrong size, or a missing object are dead-lettered without touching either
+// export; the export's own batch then sends its own file, once.
+func TestForgedReadyChangesNothing(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	hpv := h.CreateExport(ctx, 5)
+	flu := h.CreateExport(ctx, 40)
+
+	otherObject := hpv.Ready
+	otherObject.ObjectName, otherObject.SizeBytes, otherObject.SHA256, otherObject.Rows =
+		flu.Ready.ObjectName, flu.Ready.SizeBytes, flu.Ready.SHA256, flu.Ready.Rows
+	wrongSize := hpv.Ready
+	wrongSize.SizeBytes++
+	missing := hpv.Ready
+	missing.ObjectName = "no-such-object"
+	otherName := hpv.Ready
+	otherName.Filename = "Vaccinations-HPV-2024-08-24.csv"
+	forged := []bus.ExportReady{otherObject, wrongSize, missing, otherName}
+	for i, r := range forged {
+		// Another Nats-Msg-Id than the producer's, as anyone able to publish could choose.
+		msgID := "forged-" + string(rune('a'+i))
+		if _, err := bus.Publish(ctx, h.JS, bus.SubjectExportReady, msgID, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Publish(ctx, hpv.Ready)
+
+	s := h.sender(h.config(), 0)
+	h.start(s)
+	st := h.waitStatus(hpv.Ready.ExportID, lifecycle.Accepted)
+	h.waitEvents(bus.SubjectDeadLetterSender, len(forged))
+
+	if st.Attempts != 1 || st.LocalID != hpv.Ready.ExportID+".1" {
+		t.Errorf("export sent with %d attempts as %s, want once as %s.1", st.Attempts, st.LocalID, hpv.Ready.ExportID)
+	}
+	sent := h.SandboxByExport()[hpv.Ready.ExportID]
+	if len(sent) != 1 {
+		t.Fatalf("MESH holds %d messages for the export, want 1", len(sent))
+	}
+	dps := h.MESHClient(deliverytest.DPSMailbox, deliverytest.DPSPassword, 0)
+	if body := download(t, dps, st.MessageID); !bytes.Equal(body, hpv.Body) {
+		t.Fatalf("DPS received %d bytes, want the export's own %d-byte file", len(body), len(hpv.Body))
+	}
+	if err := dps.Acknowledge(ctx, st.MessageID); err != nil {
+		t.Fatalf("DPS acknowledges: %v", err)
+	}
+	if other := h.State(ctx, flu.Ready.ExportID); other.Status != lifecycle.Created || other.Attempts != 0 {
+		t.Errorf("the other export was touched: %+v", other)
+	}
+	if n := len(h.StreamMessages(ctx, bus.StreamEvents, bus.SubjectExportFailed)); n != 0 {
+		t.Errorf("%d failed events, want none", n)
+	}
+	var pending int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM dps_pending_records WHERE vaccination_record_id = ANY($1)`,
+		append(hpv.RecordIDs, flu.RecordIDs...)).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 0 {
+		t.Errorf("%d records released, want none", pending)
+	}
+	dls := deliverytest.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
+	if len(dls) != len(forged) {
+		t.Fatalf("%d dead letters, want %d", len(dls), len(forged))
+	}
+	for _, dl := range dls {
+		if !strings.HasPrefix(dl.Reason, CodeBatchMismatch) || dl.Headers[nats.MsgIdHdr][0] == hpv.Ready.ExportID {
+			t.Errorf("dead letter %q for %v", dl.Reason, dl.Headers[nats.MsgIdHdr])
+		}
+	}
+	if got := value(s.metrics.Failures.WithLabelValues("mismatch")); got != float64(len(forged)) {
+		t.Errorf("mismatch failures %v, want %d", got, len(forged))
+	}
+}
+
+// TestLongSendAckedOnce: a send that takes longer than the old 10-second ack context (which started
+// with the handling) is acknowledged after it, once: the batch is not redelivered.
+func TestLongSendAckedOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends for 11 seconds")
+	}
+	h := newHarness(t)
+	ctx := t.Context()
+	x := h.AddExport(ctx, 1)
+	h.Sandbox.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSend, Count: 1, Latency: 11 * time.Second})
+	s := h.sender(h.config(), 0)
+	h.start(s)
+	h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
+	h.WaitFor("the batch acknowledged", waitLong, func() bool {
+		info := h.SenderConsumerInfo(ctx)
+		return info.NumAckPending == 0 && info.AckFloor.Stream == 1
+	})
+	if info := h.SenderConsumerInfo(ctx); info.NumRedelivered != 0 || info.Delivered.Consumer != 1 {
+		t.Fatalf("batch delivered %d times (%d redelivered), want once", info.Delivered.Consumer, info.NumRedelivered)
+	}
+	if n := value(s.metrics.DuplicatesAvoided); n != 0 {
+		t.Errorf("%v redeliveries found the export already sent", n)
+	}
+}
