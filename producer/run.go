@@ -61,6 +61,7 @@ func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.L
 	}
 	err = process.Service{
 		Name: "producer", HTTPAddr: cfg.HTTPAddr, Log: log, Deps: deps, Registry: reg,
+		Consumer: bus.ConsumerProducer, Health: cfg.Health,
 		Attrs: []slog.Attr{slog.String("schedule", cfg.Schedule), slog.Time("next_scheduled_export", schedule.Next(time.Now()))},
 	}.Run(ctx, func(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)

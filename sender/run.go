@@ -32,6 +32,7 @@ func run(ctx context.Context, cfg config.Sender, log *slog.Logger) error {
 	}
 	return process.Service{
 		Name: "sender", HTTPAddr: cfg.HTTPAddr, Log: log, Deps: deps, Registry: reg,
+		Consumer: bus.ConsumerSender, ConsumerPaused: !cfg.JobsEnabled, Health: cfg.Health,
 		Checks: []health.Check{s.HealthCheck()},
 		Attrs:  []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled), slog.Duration("shutdown_grace", cfg.ShutdownGrace)},
 	}.Run(ctx, s.Run)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
@@ -28,6 +29,7 @@ func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
 	}
 	err = process.Service{
 		Name: "tracker", HTTPAddr: cfg.HTTPAddr, Log: log, Deps: deps, Registry: reg,
+		Consumer: bus.ConsumerTracker, Health: cfg.Health,
 		Checks: []health.Check{tr.MESHCheck()},
 		Attrs: []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled),
 			slog.Duration("poll_interval", cfg.PollInterval), slog.Int("batch_size", cfg.BatchSize)},

@@ -29,7 +29,21 @@ type Shared struct {
 	LogLevel       string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat      string `env:"LOG_FORMAT" envDefault:"auto"`
 	HTTPAddr       string `env:"HTTP_ADDR"`
+	Health
 }
+
+// Health holds the bounds past which /healthz reports work as stuck (503 naming it).
+type Health struct {
+	// ConsumerStallAfter: the process's durable consumer has work and acknowledges nothing for this long.
+	ConsumerStallAfter time.Duration `env:"HEALTH_CONSUMER_STALL_AFTER" envDefault:"30m"`
+	// OutboxMaxAge: the oldest unpublished outbox event has waited this long.
+	OutboxMaxAge time.Duration `env:"HEALTH_OUTBOX_MAX_AGE" envDefault:"5m"`
+	// RelayMaxFailures: the outbox relay has failed this many times in a row.
+	RelayMaxFailures int `env:"HEALTH_RELAY_MAX_FAILURES" envDefault:"5"`
+}
+
+// Defaults of Health, for services built without configuration (tests).
+var DefaultHealth = Health{ConsumerStallAfter: 30 * time.Minute, OutboxMaxAge: 5 * time.Minute, RelayMaxFailures: 5}
 
 // MESH holds the mailbox settings. The names follow the MESH settings teams keep today
 // (Settings.mesh.*), one variable per setting.
@@ -221,6 +235,17 @@ func (s Shared) validate() error {
 		if _, err := os.Stat(s.NATSCreds); err != nil {
 			return &Error{Var: "NATS_CREDS", Problem: "file cannot be read"}
 		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"HEALTH_CONSUMER_STALL_AFTER", s.ConsumerStallAfter}, {"HEALTH_OUTBOX_MAX_AGE", s.OutboxMaxAge}} {
+		if d.v <= 0 {
+			return &Error{Var: d.name, Problem: "must be a positive duration"}
+		}
+	}
+	if s.RelayMaxFailures < 1 {
+		return &Error{Var: "HEALTH_RELAY_MAX_FAILURES", Problem: "must be at least 1"}
 	}
 	if s.StreamReplicas != 1 && s.StreamReplicas != 3 && s.StreamReplicas != 5 {
 		return &Error{Var: "NATS_STREAM_REPLICAS", Problem: "must be 1, 3 or 5"}

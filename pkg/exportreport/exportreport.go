@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 )
@@ -270,4 +272,64 @@ func WriteJSON(w io.Writer, exports []Export) error {
 	return enc.Encode(struct {
 		Totals Totals `json:"totals"`
 	}{Sum(exports)})
+}
+
+var oldestDesc = prometheus.NewDesc("dps_export_oldest_age_seconds",
+	"How long the oldest export in each status that is not final has been in it (since the time of that status; 0 when none is), read from Postgres at scrape time.",
+	[]string{"status"}, nil)
+
+// AgeCollector exports, at scrape time, the age of the oldest export in each status that is not final:
+// how long it has waited for its next step. Every process reports the same, from the one database.
+type AgeCollector struct {
+	Pool *pgxpool.Pool
+	Log  *slog.Logger
+}
+
+func (c AgeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- oldestDesc }
+
+func (c AgeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ages, err := OldestAges(ctx, c.Pool)
+	if err != nil {
+		c.Log.Warn("read export ages for metrics", slog.Any("error", err))
+		return
+	}
+	for status, age := range ages {
+		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age.Seconds(), status)
+	}
+}
+
+// OldestAges returns, for every status that is not final, how long its oldest export has been in it
+// (measured from the status's own time), zero when no export is in it.
+func OldestAges(ctx context.Context, pool *pgxpool.Pool) (map[string]time.Duration, error) {
+	var parts []string
+	var args []any
+	for _, s := range Stages {
+		if s.Final {
+			continue
+		}
+		args = append(args, s.Status)
+		// The columns come from Stages, never from input.
+		parts = append(parts, fmt.Sprintf(`SELECT $%d::text, coalesce(extract(epoch FROM now() - min(coalesce(%s, created_at))), 0)::float8
+FROM dps_exports WHERE status = $%d`, len(args), s.Column, len(args)))
+	}
+	rows, err := pool.Query(ctx, strings.Join(parts, "\nUNION ALL\n"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("oldest export ages: %w", err)
+	}
+	ages := map[string]time.Duration{}
+	for rows.Next() {
+		var status string
+		var seconds float64
+		if err := rows.Scan(&status, &seconds); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("oldest export ages: %w", err)
+		}
+		ages[status] = time.Duration(max(seconds, 0) * float64(time.Second))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("oldest export ages: %w", err)
+	}
+	return ages, nil
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -60,22 +61,34 @@ type Relay struct {
 	publishTTL time.Duration
 	published  func(subject string)
 	metrics    *Metrics
+
+	mu       sync.Mutex
+	failures int   // consecutive failed flushes of Run
+	lastErr  error // the last of them
 }
 
-// Metrics counts what the relays of a process set aside.
+// Metrics counts what the relays of a process set aside and how their publishing goes.
 type Metrics struct {
 	// SetAside counts rows set aside, by subject: dps_outbox_set_aside_total.
 	SetAside *prometheus.CounterVec
+	// RelayFailures is the relay's current run of failed attempts: dps_outbox_relay_consecutive_failures.
+	RelayFailures prometheus.Gauge
 }
 
 // NewMetrics registers the relay's metrics on reg (nil: unregistered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{SetAside: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dps_outbox_set_aside_total",
-		Help: "Outbox rows set aside because the stream can never take them (invalid or too large); each has a dead letter on dps.deadletter.outbox.",
-	}, []string{"subject"})}
+	m := &Metrics{
+		SetAside: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dps_outbox_set_aside_total",
+			Help: "Outbox rows set aside because the stream can never take them (invalid or too large); each has a dead letter on dps.deadletter.outbox.",
+		}, []string{"subject"}),
+		RelayFailures: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dps_outbox_relay_consecutive_failures",
+			Help: "Attempts of this process's outbox relay that failed in a row (0 once one succeeds).",
+		}),
+	}
 	if reg != nil {
-		reg.MustRegister(m.SetAside)
+		reg.MustRegister(m.SetAside, m.RelayFailures)
 	}
 	return m
 }
@@ -124,9 +137,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			r.recordAttempt(err)
 			r.log.Warn("outbox relay could not publish; will retry", slog.Any("error", err), slog.Duration("retry_in", backoff))
 			backoff = min(backoff*2, 30*time.Second)
 		} else {
+			r.recordAttempt(nil)
 			backoff = r.interval
 		}
 		if err := r.wait(ctx, listener, backoff); err != nil {
@@ -283,6 +298,71 @@ func truncateText(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+func (r *Relay) recordAttempt(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		r.failures, r.lastErr = 0, nil
+	} else {
+		r.failures++
+		r.lastErr = err
+	}
+	r.metrics.RelayFailures.Set(float64(r.failures))
+}
+
+// Failing reports the relay's current run of failed attempts and the last error (0 and nil once an
+// attempt succeeds), for /healthz.
+func (r *Relay) Failing() (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failures, r.lastErr
+}
+
+// Backlog is what waits in the outbox: rows neither published nor set aside, and how long the oldest
+// of them has waited (zero when none does), by the database's clock.
+func Backlog(ctx context.Context, pool *pgxpool.Pool) (rows int64, oldest time.Duration, err error) {
+	var seconds float64
+	err = pool.QueryRow(ctx, `
+		SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+		FROM dps_outbox WHERE published_at IS NULL AND set_aside_at IS NULL`).Scan(&rows, &seconds)
+	if err != nil {
+		return 0, 0, fmt.Errorf("outbox backlog: %w", err)
+	}
+	return rows, time.Duration(max(seconds, 0) * float64(time.Second)), nil
+}
+
+var (
+	backlogDesc = prometheus.NewDesc("dps_outbox_backlog_messages",
+		"Events committed to the outbox and not yet published (set-aside rows excluded), read from Postgres at scrape time.", nil, nil)
+	oldestDesc = prometheus.NewDesc("dps_outbox_oldest_age_seconds",
+		"How long the oldest unpublished outbox event has waited (0 when none waits), read at scrape time.", nil, nil)
+)
+
+// BacklogCollector exports Backlog at scrape time. The outbox is one table shared by every process, so
+// each reports the same backlog.
+type BacklogCollector struct {
+	Pool *pgxpool.Pool
+	Log  *slog.Logger
+}
+
+func (c BacklogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- backlogDesc
+	ch <- oldestDesc
+}
+
+func (c BacklogCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rows, oldest, err := Backlog(ctx, c.Pool)
+	if err != nil {
+		// No gauge rather than a made-up zero.
+		c.Log.Warn("read the outbox backlog for metrics", slog.Any("error", err))
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(rows))
+	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, oldest.Seconds())
 }
 
 // Pending counts rows not yet published (set-aside rows excluded), for health and metrics.

@@ -9,7 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/exportreport"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshwatch"
@@ -29,6 +31,14 @@ type Service struct {
 	Registry *prometheus.Registry // served on /metrics
 	Checks   []health.Check       // the work's own probes, after the connections'
 	Attrs    []slog.Attr          // settings worth a line at start, after http_addr
+	// Consumer is the durable consumer the work reads (bus.ConsumerProducer, ...): its backlog is on
+	// /metrics and /healthz reports it when its work stops moving. Empty for none.
+	Consumer string
+	// ConsumerPaused says the work does not consume on purpose (the sender with MESH_JOBS_ENABLED=false):
+	// the consumer check reports "disabled" instead of a stall.
+	ConsumerPaused bool
+	// Health bounds what /healthz calls stuck; zero fields take config.DefaultHealth.
+	Health config.Health
 }
 
 // Run serves health and metrics and relays the outbox while work runs, until work returns (it is
@@ -42,6 +52,10 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	}
 	outboxMetrics := outbox.NewMetrics(s.Registry)
 	relay := outbox.NewRelay(s.Deps.Pool, s.Deps.JS, s.Log, outbox.WithMetrics(outboxMetrics))
+	checks, progress := s.progressChecks(relay)
+	for _, c := range checks {
+		srv.AddCheck(c)
+	}
 	attrs := append([]any{slog.String("http_addr", srv.Addr())}, attrsToAny(s.Attrs)...)
 	s.Log.Info(s.Name+" started", attrs...)
 	if s.Deps.certWarner != nil {
@@ -65,12 +79,68 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	if s.Deps.certWarner != nil {
 		wg.Go(func() { s.Deps.certWarner.RunDaily(sideCtx) })
 	}
+	if progress != nil {
+		wg.Go(func() { progress.Run(sideCtx) })
+	}
 	err := work(ctx)
 	stopSide()
 	wg.Wait()
 
 	FlushOutbox(ctx, s.Deps, s.Log, outbox.WithMetrics(outboxMetrics))
 	return err
+}
+
+// progressChecks registers the metrics of what may be stuck (the consumer's backlog, the outbox's,
+// exports waiting, dead letters) and returns the /healthz probes that report it: "consumer", "outbox"
+// and "outbox_relay". The consumer's progress is returned for sampling, nil without a consumer.
+func (s Service) progressChecks(relay *outbox.Relay) ([]health.Check, *bus.ConsumerProgress) {
+	bounds := s.Health
+	if bounds.ConsumerStallAfter <= 0 {
+		bounds.ConsumerStallAfter = config.DefaultHealth.ConsumerStallAfter
+	}
+	if bounds.OutboxMaxAge <= 0 {
+		bounds.OutboxMaxAge = config.DefaultHealth.OutboxMaxAge
+	}
+	if bounds.RelayMaxFailures <= 0 {
+		bounds.RelayMaxFailures = config.DefaultHealth.RelayMaxFailures
+	}
+	s.Registry.MustRegister(
+		outbox.BacklogCollector{Pool: s.Deps.Pool, Log: s.Log},
+		bus.DeadLetterCollector{JS: s.Deps.JS, Log: s.Log},
+		exportreport.AgeCollector{Pool: s.Deps.Pool, Log: s.Log},
+	)
+	checks := []health.Check{
+		{Name: "outbox", Probe: func(ctx context.Context) error {
+			rows, oldest, err := outbox.Backlog(ctx, s.Deps.Pool)
+			if err != nil {
+				return nil // the postgres check says so
+			}
+			if oldest > bounds.OutboxMaxAge {
+				return fmt.Errorf("stuck: %d events unpublished, the oldest for %s (HEALTH_OUTBOX_MAX_AGE=%s)",
+					rows, oldest.Round(time.Second), bounds.OutboxMaxAge)
+			}
+			return nil
+		}},
+		{Name: "outbox_relay", Probe: func(context.Context) error {
+			if n, err := relay.Failing(); n >= bounds.RelayMaxFailures {
+				return fmt.Errorf("failing: %d attempts in a row failed (HEALTH_RELAY_MAX_FAILURES=%d), the last: %w",
+					n, bounds.RelayMaxFailures, err)
+			}
+			return nil
+		}},
+	}
+	if s.Consumer == "" {
+		return checks, nil
+	}
+	progress := bus.NewConsumerProgress(s.Deps.JS, bus.StreamOfConsumer(s.Consumer), s.Consumer, bounds.ConsumerStallAfter)
+	s.Registry.MustRegister(progress)
+	checks = append(checks, health.Check{Name: "consumer", Probe: func(ctx context.Context) error {
+		if s.ConsumerPaused {
+			return health.ErrDisabled
+		}
+		return progress.Check(ctx)
+	}})
+	return checks, progress
 }
 
 // FlushOutbox publishes the events still pending in the outbox within FlushTimeout, even when ctx has
