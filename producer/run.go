@@ -55,7 +55,7 @@ func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.L
 	if err != nil {
 		return err
 	}
-	schedule, err := export.NewSchedule(cfg.Schedule, deps.Pool, deps.JS, log)
+	schedule, err := export.NewSchedule(cfg.Schedule, deps.Pool, log)
 	if err != nil {
 		return &config.Error{Var: "PRODUCER_SCHEDULE", Problem: err.Error()}
 	}
@@ -267,7 +267,12 @@ func runRequest(ctx context.Context, cfg config.Producer, cmd command, log *slog
 	if err != nil {
 		return err
 	}
-	log.Info("export request published", slog.String("request_id", id), slog.Uint64("stream_seq", ack.Sequence),
-		slog.Bool("duplicate", ack.Duplicate))
+	if ack.Duplicate {
+		// The stream kept the first message with this id and dropped this one: saying "published" would
+		// hide that this request, with its own content, will never be handled.
+		return fmt.Errorf("request id %q was already published in the last %s; the stream kept the first and dropped this one (use another --request-id)",
+			id, bus.DuplicateWindow)
+	}
+	log.Info("export request published", slog.String("request_id", id), slog.Uint64("stream_seq", ack.Sequence))
 	return json.NewEncoder(stdout).Encode(req)
 }

@@ -73,6 +73,16 @@ func (e *UnknownProgrammeError) Error() string {
 	return fmt.Sprintf("unknown programme %q", e.Programme)
 }
 
+// RequestConflictError is returned when a request reuses the id of a recorded request with other
+// content (programme, requester, time or dry run): a replay of the same request is idempotent, but this
+// is another request under a taken id, and exporting it would put two exports under one request id or
+// absorb it silently. The request consumer dead-letters it.
+type RequestConflictError struct{ RequestID string }
+
+func (e *RequestConflictError) Error() string {
+	return fmt.Sprintf("request id %q is already recorded with other content (programme, requested_by, requested_at or dry_run); use a new request id", e.RequestID)
+}
+
 // Config configures an Exporter.
 type Config struct {
 	// UniqueIDURI is the DPS UNIQUE_ID_URI; dps.DefaultUniqueIDURI when empty.
@@ -220,6 +230,13 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 	}
 	if _, err := tx.Exec(ctx, sqlInsertRequest, req.ID, req.Programme, req.RequestedBy, req.RequestedAt, req.DryRun); err != nil {
 		return res, fmt.Errorf("record request: %w", err)
+	}
+	var same bool
+	if err := tx.QueryRow(ctx, sqlSameRequest, req.ID, req.Programme, req.RequestedBy, req.RequestedAt, req.DryRun).Scan(&same); err != nil {
+		return res, fmt.Errorf("compare request with the one recorded: %w", err)
+	}
+	if !same {
+		return res, &RequestConflictError{RequestID: req.ID}
 	}
 	var status string
 	err = tx.QueryRow(ctx, sqlExistingExport, req.ID, p.id).

@@ -24,6 +24,11 @@ INSERT INTO dps_export_requests (request_id, programme, requested_by, requested_
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (request_id) DO NOTHING`
 
+// sqlSameRequest says whether the recorded request with id $1 is the one being handled.
+const sqlSameRequest = `
+SELECT programme = $2 AND requested_by = $3 AND requested_at = $4 AND dry_run = $5
+FROM dps_export_requests WHERE request_id = $1`
+
 const sqlExistingExport = `
 SELECT id::text, filename, row_count, coalesce(size_bytes, 0), coalesce(sha256, ''), status
 FROM dps_exports WHERE request_id = $1 AND programme_id = $2`

@@ -94,10 +94,13 @@ func (c *RequestConsumer) exportRequest(ctx context.Context, d runner.Delivery) 
 	log := d.Log.With(slog.String("request_id", wire.RequestID), slog.String("programme", wire.Programme))
 	results, err := c.exporter.Export(ctx, requestFromWire(wire))
 	var unknown *UnknownProgrammeError
+	var conflict *RequestConflictError
 	dbErr, permanent := store.IsPermanent(err)
 	switch {
 	case errors.As(err, &unknown):
 		return runner.DeadLetter("unknown_programme", unknown.Error())
+	case errors.As(err, &conflict):
+		return runner.DeadLetter("conflict", conflict.Error())
 	case permanent:
 		// Postgres refused what the request carries (a NUL byte, a value too long): the same request
 		// fails the same way on every delivery, so retrying it would only hold up the requests behind it.

@@ -6,40 +6,41 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/robfig/cron/v3"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/dps"
+	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 )
 
-// ScheduledRequestID is the request id (and Nats-Msg-Id) of the schedule's request for a programme on
-// a day: "schedule:<PROGRAMME>:<YYYY-MM-DD>", the date in Europe/London. Every replica's schedule
-// publishes the same ids, so the stream's duplicate window keeps one of each, and the request table
-// keeps a late duplicate from exporting twice.
-func ScheduledRequestID(programme string, firedAt time.Time) string {
-	return "schedule:" + programme + ":" + firedAt.In(dps.London()).Format("2006-01-02")
+// scheduledRequestID is the request id (and Nats-Msg-Id) of the schedule's request for a programme on a
+// day: "schedule:<PROGRAMME>:<YYYY-MM-DD>:<random UUID>", the date in Europe/London. The random part
+// is what matters: an id anyone could compute could be published first (as a dry run, say) and the
+// stream's duplicate window would then drop the night's real request without a word. One request per
+// programme and day is ensured by dps_scheduled_requests in Postgres, not by the id.
+func scheduledRequestID(programme, day string) string {
+	return "schedule:" + programme + ":" + day + ":" + uuid.NewString()
 }
 
-// Schedule publishes one export request per programme each time its cron expression fires, evaluated
-// in Europe/London (so "0 2 * * *" is 02:00 UK time in summer and in winter).
+// Schedule requests one export per programme each time its cron expression fires, evaluated in
+// Europe/London (so "0 2 * * *" is 02:00 UK time in summer and in winter).
 type Schedule struct {
 	spec  cron.Schedule
 	pool  *pgxpool.Pool
-	js    jetstream.JetStream
 	log   *slog.Logger
 	clock func() time.Time
 }
 
 // NewSchedule parses spec, a five-field cron expression.
-func NewSchedule(spec string, pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger) (*Schedule, error) {
+func NewSchedule(spec string, pool *pgxpool.Pool, log *slog.Logger) (*Schedule, error) {
 	s, err := cron.ParseStandard(spec)
 	if err != nil {
 		return nil, fmt.Errorf("schedule %q: %w", spec, err)
 	}
-	return &Schedule{spec: s, pool: pool, js: js, log: log, clock: time.Now}, nil
+	return &Schedule{spec: s, pool: pool, log: log, clock: time.Now}, nil
 }
 
 // Next is the first firing after t.
@@ -62,7 +63,7 @@ func (s *Schedule) Run(ctx context.Context) error {
 		for wait := time.Second; ; wait = min(wait*2, time.Minute) {
 			n, err := s.Publish(ctx, next)
 			if err == nil {
-				s.log.Info("scheduled export requests published", slog.Int("programmes", n), slog.Time("fired_at", next))
+				s.log.Info("scheduled export requests recorded", slog.Int("programmes", n), slog.Time("fired_at", next))
 				break
 			}
 			if ctx.Err() != nil {
@@ -82,26 +83,48 @@ func (s *Schedule) Run(ctx context.Context) error {
 	}
 }
 
-// Publish publishes the requests of the firing at firedAt, one per programme in the programmes table,
-// and returns how many.
+// Publish records the requests of the firing at firedAt, one per programme in the programmes table,
+// in dps_scheduled_requests and, in the same transaction, in the outbox, whose relay publishes them.
+// A (programme, day) already recorded (by another replica, or an earlier try of this firing) is
+// skipped, so each programme is requested once a day however many producers fire. It returns how many
+// requests this call recorded.
 func (s *Schedule) Publish(ctx context.Context, firedAt time.Time) (int, error) {
-	rows, err := s.pool.Query(ctx, sqlProgrammes)
-	if err != nil {
-		return 0, fmt.Errorf("read programmes: %w", err)
-	}
-	progs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (programme, error) {
-		var p programme
-		return p, row.Scan(&p.id, &p.code)
+	day := firedAt.In(dps.London()).Format("2006-01-02")
+	recorded := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		recorded = 0
+		rows, err := tx.Query(ctx, sqlProgrammes)
+		if err != nil {
+			return fmt.Errorf("read programmes: %w", err)
+		}
+		progs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (programme, error) {
+			var p programme
+			return p, row.Scan(&p.id, &p.code)
+		})
+		if err != nil {
+			return fmt.Errorf("read programmes: %w", err)
+		}
+		for _, p := range progs {
+			id := scheduledRequestID(p.code, day)
+			tag, err := tx.Exec(ctx, `
+				INSERT INTO dps_scheduled_requests (programme, run_date, request_id, fired_at) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (programme, run_date) DO NOTHING`, p.code, day, id, firedAt)
+			if err != nil {
+				return fmt.Errorf("record scheduled request for %s on %s: %w", p.code, day, err)
+			}
+			if tag.RowsAffected() == 0 {
+				continue
+			}
+			req := bus.ExportRequest{RequestID: id, Programme: p.code, RequestedBy: "schedule", RequestedAt: firedAt.UTC()}
+			if err := outbox.Enqueue(ctx, tx, bus.SubjectExportRequest, id, req); err != nil {
+				return fmt.Errorf("enqueue request %s: %w", id, err)
+			}
+			recorded++
+		}
+		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read programmes: %w", err)
+		return 0, err
 	}
-	for _, p := range progs {
-		id := ScheduledRequestID(p.code, firedAt)
-		req := bus.ExportRequest{RequestID: id, Programme: p.code, RequestedBy: "schedule", RequestedAt: firedAt.UTC()}
-		if _, err := bus.Publish(ctx, s.js, bus.SubjectExportRequest, id, req); err != nil {
-			return 0, fmt.Errorf("publish request %s: %w", id, err)
-		}
-	}
-	return len(progs), nil
+	return recorded, nil
 }

@@ -2,14 +2,16 @@ package export
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 )
 
 func TestScheduleNextIsUKTime(t *testing.T) {
-	s, err := NewSchedule("0 2 * * *", nil, nil, nil)
+	s, err := NewSchedule("0 2 * * *", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,24 +23,33 @@ func TestScheduleNextIsUKTime(t *testing.T) {
 			t.Errorf("next after %s: %s, want %s", c.after, got.UTC(), c.want)
 		}
 	}
-	if _, err := NewSchedule("every night", nil, nil, nil); err == nil {
+	if _, err := NewSchedule("every night", nil, nil); err == nil {
 		t.Error("a bad expression was accepted")
 	}
 }
 
-// TestSchedulePublish: a firing publishes one valid request per programme with the day's ids; a second
-// replica firing at the same time adds nothing.
+// TestSchedulePublish: a firing records and publishes one valid request per programme under an id
+// nobody can guess; a second replica firing at the same time adds nothing.
 func TestSchedulePublish(t *testing.T) {
 	e := newEnv(t)
-	s, err := NewSchedule("0 2 * * *", e.pool, e.js, e.log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	fired := time.Date(2024, 8, 23, 1, 0, 0, 0, time.UTC) // 02:00 in London
+	total := 0
 	for range 2 {
-		if n, err := s.Publish(t.Context(), fired); err != nil || n != 4 {
-			t.Fatalf("published %d, %v; want 4", n, err)
+		s, err := NewSchedule("0 2 * * *", e.newPool(), e.log)
+		if err != nil {
+			t.Fatal(err)
 		}
+		n, err := s.Publish(t.Context(), fired)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != 4 {
+		t.Fatalf("recorded %d requests over two replicas, want 4", total)
+	}
+	if _, err := e.relay(e.pool).Flush(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	if n := e.streamCount(bus.StreamRequests, bus.SubjectExportRequest); n != 4 {
 		t.Fatalf("%d requests in the stream, want 4", n)
@@ -55,8 +66,39 @@ func TestSchedulePublish(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &req); err != nil {
 		t.Fatal(err)
 	}
-	want := "schedule:" + req.Programme + ":2024-08-23"
-	if req.RequestID != want || msg.Header.Get("Nats-Msg-Id") != want || req.RequestedBy != "schedule" {
-		t.Fatalf("request %+v with id %q, want %s", req, msg.Header.Get("Nats-Msg-Id"), want)
+	prefix := "schedule:" + req.Programme + ":2024-08-23:"
+	if !strings.HasPrefix(req.RequestID, prefix) || len(req.RequestID) != len(prefix)+36 ||
+		msg.Header.Get("Nats-Msg-Id") != req.RequestID || req.RequestedBy != "schedule" {
+		t.Fatalf("request %+v with id %q, want %s<uuid>", req, msg.Header.Get("Nats-Msg-Id"), prefix)
 	}
+}
+
+// TestPrePublishedScheduleIDChangesNothing: a dry run published first under the id the schedule used
+// to use does not stop the night's export.
+func TestPrePublishedScheduleIDChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.addRecord(demodata.RecordSpec{})
+	e.runConsumer()
+	fired := time.Date(2024, 8, 23, 1, 0, 0, 0, time.UTC)
+	for _, programme := range []string{"HPV", "FLU", "MENACWY", "TD_IPV"} {
+		id := "schedule:" + programme + ":2024-08-23"
+		forged := bus.ExportRequest{RequestID: id, Programme: programme, RequestedBy: "schedule", RequestedAt: fired, DryRun: true}
+		if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, id, forged); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := NewSchedule("0 2 * * *", e.pool, e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Publish(t.Context(), fired); err != nil || n != 4 {
+		t.Fatalf("recorded %d, %v; want 4", n, err)
+	}
+	if _, err := e.relay(e.pool).Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the scheduled HPV export", func() bool {
+		return e.count(`SELECT count(*) FROM dps_exports e JOIN dps_scheduled_requests s ON s.request_id = e.request_id
+			WHERE s.programme = 'HPV' AND s.run_date = '2024-08-23'`) == 1
+	})
 }

@@ -115,3 +115,48 @@ func TestOversizedRequestDeadLetteredTruncated(t *testing.T) {
 		t.Fatalf("deliveries %d, reason %q", dl.Deliveries, dl.Reason)
 	}
 }
+
+// TestConflictingRequestID: a request reusing a handled request's id with other content is
+// dead-lettered as a conflict and exports nothing; the same request again exports nothing new and is
+// not a conflict.
+func TestConflictingRequestID(t *testing.T) {
+	e := newEnv(t)
+	e.addRecord(demodata.RecordSpec{})
+	e.runConsumer()
+	at := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	first := bus.ExportRequest{RequestID: "req-1", Programme: "HPV", RequestedBy: "system-a", RequestedAt: at}
+	if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, "req-1", first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first request's export", func() bool {
+		return e.count(`SELECT count(*) FROM dps_exports WHERE request_id = 'req-1'`) == 1
+	})
+	e.addRecord(demodata.RecordSpec{Programme: "FLU"})
+	other := first
+	other.Programme = "FLU"
+	// Another Nats-Msg-Id, so the stream does not absorb it.
+	if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, "req-1-again", other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, "req-1-replayed", first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the conflict dead-lettered", func() bool {
+		return e.streamCount(bus.StreamDeadLetter, bus.SubjectDeadLetterRequest) == 1
+	})
+	waitFor(t, "every request settled", func() bool {
+		c, err := e.js.Consumer(t.Context(), bus.StreamRequests, bus.ConsumerProducer)
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(t.Context())
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0
+	})
+	dl := e.deadLetters()[0]
+	if !strings.Contains(dl.Reason, "already recorded with other content") || !strings.Contains(dl.Payload, `"FLU"`) {
+		t.Fatalf("dead letter %q for %q", dl.Reason, dl.Payload)
+	}
+	if n := e.count(`SELECT count(*) FROM dps_exports WHERE request_id = 'req-1'`); n != 1 {
+		t.Fatalf("%d exports under request id req-1, want 1", n)
+	}
+}
