@@ -19,13 +19,16 @@
 //     the same request make one export (the second waits for the lock, then sees the first's commit,
 //     because under READ COMMITTED every statement after the lock takes a fresh snapshot; the unique
 //     index on (request_id, programme_id) backs this up);
-//  2. the programme's candidates are locked (FOR UPDATE SKIP LOCKED, so the export never waits for a
-//     writer and cannot deadlock with one), then one statement decides each of them, links the ones to
-//     send to the new export with their exact updated_at and action, and deletes them; two exports of
-//     one programme never overlap because they are serialised by the lock and the second no longer
-//     sees the candidates the first took;
+//  2. one statement decides every queued candidate of the programme from one snapshot, locking
+//     nothing, and keeps the decision in a temporary table; the next links the ones to send to the new
+//     export with their exact updated_at and action; two exports of one programme never overlap
+//     because they are serialised by the lock and the second sees the first's links and taken
+//     candidates;
 //  3. the file is streamed from the links into the bucket under the export id, the export row gets the
 //     object name, size, SHA-256 and row count, and the ready and created messages go into dps_outbox;
+//     then the decided candidates are taken off the queue (FOR UPDATE SKIP LOCKED, only those whose
+//     queue_seq is still the one decided, so the export never waits for a writer and cannot deadlock
+//     with one, and a record queued again meanwhile stays queued);
 //  4. commit.
 //
 // A crash (or any error) before commit rolls everything back: no export row, no links, the candidates
@@ -36,8 +39,12 @@
 // with the same Nats-Msg-Id (the export id), which the stream's 24 h duplicate window drops. So every
 // committed export ends with exactly one dps.export.ready, and no record version is in two live exports.
 //
-// The file carries exactly the versions linked: a writer changing a record this export holds blocks in
-// the queue trigger (on the candidate row the export deleted) until the export commits, so its change
-// cannot become visible to the file query; it then re-queues the record for the next export. The cost
-// is that such a writer waits for the export transaction (seconds for a nightly file).
+// The file carries exactly the versions linked: the file query reads each record's version beside the
+// version linked, and a record a writer changed after the decision is left out of the file and its link
+// removed. The writer's change queued it again (the trigger runs in the writer's transaction), and the
+// take leaves it queued because its queue_seq moved, so the next export carries it. Writers therefore
+// never wait for the export's file: a writer changing a queued record waits at most for the take and
+// the commit (about a second for a year's backlog), and one inserting a record never waits. The
+// producer logs both lock durations with every committed export ("export committed":
+// programme_lock_held, candidate_locks_held).
 package export

@@ -228,6 +228,7 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 	if _, err := tx.Exec(ctx, sqlLockProgramme, lockClass, p.id); err != nil {
 		return res, fmt.Errorf("lock programme: %w", err)
 	}
+	lockedAt := time.Now()
 	if _, err := tx.Exec(ctx, sqlInsertRequest, req.ID, req.Programme, req.RequestedBy, req.RequestedAt, req.DryRun); err != nil {
 		return res, fmt.Errorf("record request: %w", err)
 	}
@@ -266,21 +267,22 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 	if _, err := tx.Exec(ctx, sqlInsertExport, id, p.id, req.ID, res.Filename, now); err != nil {
 		return res, fmt.Errorf("insert export: %w", err)
 	}
-	if _, err := tx.Exec(ctx, sqlLockCandidates, p.id); err != nil {
-		return res, fmt.Errorf("lock candidates: %w", err)
+	t := newRunTimer(lockedAt)
+	decided, err := decideCandidates(ctx, tx, p.id)
+	if err != nil {
+		return res, err
 	}
-	if _, err := tx.Exec(ctx, sqlAnalyzeCandidates); err != nil {
-		return res, fmt.Errorf("analyze candidates: %w", err)
+	t.mark("decide")
+	var nNew, nUpdate, nDelete int
+	if err := tx.QueryRow(ctx, sqlLinkDecided, id).Scan(&nNew, &nUpdate, &nDelete); err != nil {
+		return res, fmt.Errorf("link candidates: %w", err)
 	}
-	var decided, taken, nNew, nUpdate, nDelete int
-	if err := tx.QueryRow(ctx, sqlTakeCandidates, id).Scan(&decided, &taken, &nNew, &nUpdate, &nDelete); err != nil {
-		return res, fmt.Errorf("take candidates: %w", err)
-	}
+	t.mark("link")
 	linked := nNew + nUpdate + nDelete
-	e.log.Debug("candidates decided", slog.String("programme", p.code), slog.Int("candidates", decided),
-		slog.Int("taken", taken), slog.Int("linked", linked))
+	e.log.Debug("candidates decided", slog.String("programme", p.code), slog.Int64("candidates", decided),
+		slog.Int("linked", linked))
 	if linked == 0 {
-		return e.finishEmpty(ctx, tx, req, res, &committing)
+		return e.finishEmpty(ctx, tx, req, res, t, &committing)
 	}
 
 	copyTo, err := openCopy(o, res)
@@ -299,7 +301,20 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 	if err != nil {
 		return res, err
 	}
+	t.mark("file")
+	if read := built.rows + len(built.refused) + len(built.changed); read != linked {
+		// A linked record was hard-deleted after it was decided (the delete trigger cannot see links that
+		// are not committed yet). Nothing is lost by starting again: the retry decides without it.
+		return res, fmt.Errorf("%d records linked but %d read back: a record was deleted while the export ran; retry", linked, read)
+	}
 	res.Rows, res.SizeBytes, res.SHA256, res.Refused = built.rows, built.size, built.sha256, len(built.refused)
+	if len(built.changed) > 0 {
+		e.log.Info("records changed while their export was built are left for the next export",
+			slog.String("export_id", res.ExportID), slog.Int("changed", len(built.changed)))
+		if _, err := tx.Exec(ctx, sqlUnlinkChanged, id, built.changed); err != nil {
+			return res, fmt.Errorf("unlink changed records: %w", err)
+		}
+	}
 	if len(built.refused) > 0 {
 		if _, err := tx.Exec(ctx, sqlUnlinkRefused, id, built.refused); err != nil {
 			return res, fmt.Errorf("unlink refused records: %w", err)
@@ -322,17 +337,67 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 	if err := enqueueMessages(ctx, tx, res, now); err != nil {
 		return res, err
 	}
-	committing = true
-	if err := tx.Commit(ctx); err != nil {
+	t.mark("finish")
+	if err := e.takeAndCommit(ctx, tx, res, t, &committing); err != nil {
 		return res, fmt.Errorf("commit export %s: %w", res.ExportID, err)
 	}
 	res.Status = Created
 	return res, nil
 }
 
+// decideCandidates runs sqlDecideCandidates under decidePlanSettings and returns how many candidates
+// it decided.
+func decideCandidates(ctx context.Context, tx pgx.Tx, programmeID int64) (int64, error) {
+	restore := make([][2]string, 0, len(decidePlanSettings))
+	for _, set := range decidePlanSettings {
+		var was string
+		if err := tx.QueryRow(ctx, sqlGetSetting, set[0]).Scan(&was); err != nil {
+			return 0, fmt.Errorf("decide candidates: read %s: %w", set[0], err)
+		}
+		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
+			return 0, fmt.Errorf("decide candidates: set %s: %w", set[0], err)
+		}
+		restore = append(restore, [2]string{set[0], was})
+	}
+	tag, err := tx.Exec(ctx, sqlDecideCandidates, programmeID)
+	if err != nil {
+		return 0, fmt.Errorf("decide candidates: %w", err)
+	}
+	for _, set := range restore {
+		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
+			return 0, fmt.Errorf("decide candidates: put back %s: %w", set[0], err)
+		}
+	}
+	if _, err := tx.Exec(ctx, sqlAnalyzeDecided); err != nil {
+		return 0, fmt.Errorf("decide candidates: analyze: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// takeAndCommit takes the decided candidates off the queue and commits. The candidates' row locks are
+// held from here to the end of the commit, the programme's advisory lock from the start of the run; both
+// are logged, with the time of each step.
+func (e *Exporter) takeAndCommit(ctx context.Context, tx pgx.Tx, res Result, t *runTimer, committing *bool) error {
+	tag, err := tx.Exec(ctx, sqlTakeDecided)
+	if err != nil {
+		return fmt.Errorf("take candidates: %w", err)
+	}
+	t.mark("take")
+	*committing = true
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	t.mark("commit")
+	attrs := []any{slog.String("programme", res.Programme), slog.String("export_id", res.ExportID),
+		slog.Int64("taken", tag.RowsAffected()),
+		slog.Duration("programme_lock_held", t.total()), slog.Duration("candidate_locks_held", t.step("take")+t.step("commit"))}
+	e.log.Info("export committed", append(attrs, t.attrs()...)...)
+	return nil
+}
+
 // finishEmpty ends a run that linked nothing: the export row goes, the candidates it decided stay
 // removed (they needed nothing), and no file is made.
-func (e *Exporter) finishEmpty(ctx context.Context, tx pgx.Tx, req Request, res Result, committing *bool) (Result, error) {
+func (e *Exporter) finishEmpty(ctx context.Context, tx pgx.Tx, req Request, res Result, t *runTimer, committing *bool) (Result, error) {
 	if _, err := tx.Exec(ctx, sqlDeleteExport, res.ExportID); err != nil {
 		return res, fmt.Errorf("drop empty export: %w", err)
 	}
@@ -341,8 +406,7 @@ func (e *Exporter) finishEmpty(ctx context.Context, tx pgx.Tx, req Request, res 
 	if req.DryRun {
 		return res, nil
 	}
-	*committing = true
-	if err := tx.Commit(ctx); err != nil {
+	if err := e.takeAndCommit(ctx, tx, res, t, committing); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
 	}
 	return res, nil
@@ -366,6 +430,7 @@ type fileStats struct {
 	sha256       string
 	actions      map[string]int
 	refused      []int64 // record ids the writer refused
+	changed      []int64 // record ids changed since they were decided
 	objectStored bool
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -19,7 +20,8 @@ const maxRefusalLogs = 20
 // writeFile streams the rows of an export, in file order, through a dps.Writer into w. pgx reads the
 // result set from the socket as rows are consumed, so memory holds one row at a time plus buffers.
 // Records the writer refuses are left out of the file and returned by id; their refusal is logged by
-// UUID, field and reason only (never patient details).
+// UUID, field and reason only (never patient details). So are records whose version is no longer the
+// one linked (a writer changed them after they were decided).
 func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w io.Writer) (fileStats, error) {
 	st := fileStats{actions: map[string]int{}}
 	dw := dps.NewWriter(w, dps.Options{UniqueIDURI: e.uniqueIDURI})
@@ -31,13 +33,14 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 
 	var (
 		id          int64
+		linked, now time.Time
 		rec         dps.Record
 		gender      int16
 		doseSeq     int32
 		batchExpiry pgtype.Date
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &rec.NHSNumber, &rec.Forename, &rec.Surname, &rec.DateOfBirth, &gender,
+		if err := rows.Scan(&id, &linked, &now, &rec.NHSNumber, &rec.Forename, &rec.Surname, &rec.DateOfBirth, &gender,
 			&rec.Postcode, &rec.PerformedAt, &rec.SiteODSCode, &rec.UUID, &rec.Action,
 			&rec.VaccinatorFullName, &rec.CreatedAt,
 			&rec.ProcedureCode, &rec.ProcedureTerm, &doseSeq,
@@ -46,6 +49,11 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 			&rec.DeliverySite, &rec.DeliveryMethod, &rec.DoseAmount,
 			&rec.SchoolURN, &rec.LocationODSCode); err != nil {
 			return st, fmt.Errorf("read rows of export %s: %w", exportID, err)
+		}
+		if !now.Equal(linked) {
+			// Changed since it was decided: the change queued it again, for the next export.
+			st.changed = append(st.changed, id)
+			continue
 		}
 		rec.GenderCode, rec.DoseSequence = int(gender), int(doseSeq)
 		rec.BatchExpiry = batchExpiry.Time // zero when NULL: written as ""

@@ -37,79 +37,116 @@ const sqlInsertExport = `
 INSERT INTO dps_exports (id, programme_id, request_id, filename, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $5)`
 
-// sqlLockCandidates locks the programme's candidates and notes which ones this export will decide.
-// SKIP LOCKED leaves out candidates a writer is re-queueing right now (they stay for the next run), so an
-// export never waits for the recording application while holding candidates that application may wait
-// for: writers can wait for an export, an export never waits for a writer, and the two cannot deadlock.
-// Rows locked here cannot change until commit, and the next statement's snapshot, taken after this one,
-// sees each of them with the record change that queued it.
-const sqlLockCandidates = `
-CREATE TEMP TABLE dps_export_taking ON COMMIT DROP AS
-SELECT vaccination_record_id FROM dps_pending_records WHERE programme_id = $1 FOR UPDATE SKIP LOCKED`
-
-const sqlAnalyzeCandidates = `ANALYZE dps_export_taking`
-
-// sqlTakeCandidates decides every locked candidate, links the ones with something to send to the export,
-// and removes the candidates it decided, all from one snapshot in one statement.
+// The candidates of a run are decided, linked and taken in three statements, in this order, so that no
+// statement reads a table it is writing and the pending rows are locked only at the end:
 //
-// Decision (the contract's eligibility rules): the last carriage is the newest link to the record in an
-// export that has not released its records (lifecycle.LiveCondition: not failed).
+//  1. sqlDecideCandidates reads every queued candidate of the programme with its record and its last
+//     carriage, from one snapshot, and keeps the decision in a temporary table. It locks nothing, so
+//     the recording application never waits for it.
+//  2. sqlLinkDecided links the candidates with something to send to the export.
+//  3. sqlTakeDecided, just before commit, deletes the decided candidates whose queue_seq is still the one
+//     decided (the contract's rule: a record queued again since, by a writer or a release, stays queued
+//     for the next run). FOR UPDATE SKIP LOCKED leaves out candidates a writer is re-queueing right now,
+//     so an export never waits for the recording application: writers can wait for an export (from this
+//     statement to commit, about a second for a year's backlog), an export never waits for a writer, and
+//     the two cannot deadlock.
+//
+// A writer that changes a linked record between 1 and the file query has re-queued it (its trigger runs
+// in the same transaction as the change); the file query sees that the version it reads is not the one
+// linked and leaves the record out (sqlUnlinkChanged), so the file carries exactly the versions linked
+// and the change goes in the next export.
+
+// sqlDecideCandidates decides every queued candidate of a programme (the contract's eligibility rules).
+// The last carriage is the newest link to the record in an export that has not released its records
+// (lifecycle.LiveCondition: not failed).
 // eligible = not draft, administered, not discarded.
 //
 //	no carriage, eligible                                → new
 //	carriage new/update, not eligible                    → delete
 //	carriage new/update, eligible, changed since it went → update
 //	carriage delete, eligible again                      → new
-//	anything else                                        → nothing; the candidate is just removed
+//	anything else                                        → nothing; the candidate is just taken
 //
-// A candidate is deleted only while its queue_seq is the one read (the contract's rule; with the rows
-// locked it always is, so this is a second guard, not the first).
+// The plan is fixed by the statement's shape, not left to statistics (an empty dps_export_records on a
+// first export, stale figures right after one, a table the same run writes): the LATERAL with LIMIT 1
+// is run once per candidate and cannot become a join over the whole history; inside it the export of
+// each link is a LATERAL behind OFFSET 0, which the planner cannot pull up or reorder, so the links are
+// found from the record (dps_export_records_record_idx) and each link's export by its primary key, never
+// the other way round; and the run disables sequential scans for this statement alone
+// (decidePlanSettings), so that no table is scanned once per candidate. Its cost is a few index probes
+// per candidate, whatever the size of the history.
 //
-// $1 export id.
-var sqlTakeCandidates = `
-WITH candidate AS (
+// $1 programme id.
+var sqlDecideCandidates = `
+CREATE TEMP TABLE dps_export_decided ON COMMIT DROP AS
+SELECT record_id, queue_seq, updated_at,
+       CASE
+           WHEN carried_action IS NULL AND eligible THEN 'new'
+           WHEN carried_action = 'delete' AND eligible THEN 'new'
+           WHEN carried_action IN ('new', 'update') AND NOT eligible THEN 'delete'
+           WHEN carried_action IN ('new', 'update') AND eligible AND updated_at > carried_version THEN 'update'
+       END AS action
+FROM (
     SELECT p.vaccination_record_id AS record_id, p.queue_seq, r.updated_at,
            (NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL) AS eligible,
            c.action AS carried_action, c.record_updated_at AS carried_version
-    FROM dps_export_taking k
-    JOIN dps_pending_records p ON p.vaccination_record_id = k.vaccination_record_id
+    FROM dps_pending_records p
     JOIN vaccination_records r ON r.id = p.vaccination_record_id
     LEFT JOIN LATERAL (
         SELECT er.action, er.record_updated_at
         FROM dps_export_records er
-        JOIN dps_exports e ON e.id = er.export_id
-        WHERE er.vaccination_record_id = p.vaccination_record_id AND ` + lifecycle.LiveCondition("e") + `
+        CROSS JOIN LATERAL (
+            SELECT x.created_at FROM dps_exports x WHERE x.id = er.export_id AND ` + lifecycle.LiveCondition("x") + ` OFFSET 0
+        ) e
+        WHERE er.vaccination_record_id = p.vaccination_record_id
         ORDER BY e.created_at DESC, er.record_updated_at DESC
         LIMIT 1
     ) c ON true
-),
-decided AS MATERIALIZED (
-    SELECT record_id, queue_seq, updated_at,
-           CASE
-               WHEN carried_action IS NULL AND eligible THEN 'new'
-               WHEN carried_action = 'delete' AND eligible THEN 'new'
-               WHEN carried_action IN ('new', 'update') AND NOT eligible THEN 'delete'
-               WHEN carried_action IN ('new', 'update') AND eligible AND updated_at > carried_version THEN 'update'
-           END AS action
-    FROM candidate
-),
-taken AS (
-    DELETE FROM dps_pending_records p
-    USING decided d
-    WHERE p.vaccination_record_id = d.record_id AND p.queue_seq = d.queue_seq
-    RETURNING p.vaccination_record_id
-),
-linked AS (
+    WHERE p.programme_id = $1
+) candidate`
+
+// decidePlanSettings are set (SET LOCAL) for sqlDecideCandidates alone and put back after it. JIT is
+// off because disabling a plan type makes every cost look huge, which would otherwise compile the
+// statement for longer than it runs.
+var decidePlanSettings = [][2]string{{"enable_seqscan", "off"}, {"jit", "off"}}
+
+const sqlGetSetting = `SELECT current_setting($1)`
+
+const sqlSetLocal = `SELECT set_config($1, $2, true)`
+
+// sqlAnalyzeDecided gives the planner the exact size of the decision for the statements that join it.
+const sqlAnalyzeDecided = `ANALYZE dps_export_decided`
+
+// sqlLinkDecided links the decided candidates that have something to send, in record order (the
+// indexes of dps_export_records are then written mostly at their right edge), and counts them by
+// action.
+//
+// $1 export id.
+const sqlLinkDecided = `
+WITH linked AS (
     INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
-    SELECT $1, record_id, updated_at, action FROM decided WHERE action IS NOT NULL
+    SELECT $1, record_id, updated_at, action FROM dps_export_decided WHERE action IS NOT NULL ORDER BY record_id
     RETURNING action
 )
-SELECT (SELECT count(*) FROM decided),
-       (SELECT count(*) FROM taken),
-       count(*) FILTER (WHERE action = 'new'),
+SELECT count(*) FILTER (WHERE action = 'new'),
        count(*) FILTER (WHERE action = 'update'),
        count(*) FILTER (WHERE action = 'delete')
 FROM linked`
+
+// sqlTakeDecided removes the decided candidates from the queue; see above.
+const sqlTakeDecided = `
+WITH locked AS (
+    SELECT p.ctid AS row_id
+    FROM dps_pending_records p
+    JOIN dps_export_decided d ON d.record_id = p.vaccination_record_id AND d.queue_seq = p.queue_seq
+    FOR UPDATE OF p SKIP LOCKED
+)
+DELETE FROM dps_pending_records p USING locked WHERE p.ctid = locked.row_id`
+
+// sqlUnlinkChanged takes records changed since they were decided back out of the export. They need no
+// queueing: the change that made them differ queued them again, and sqlTakeDecided leaves them queued.
+const sqlUnlinkChanged = `
+DELETE FROM dps_export_records WHERE export_id = $1 AND vaccination_record_id = ANY($2::bigint[])`
 
 const sqlDeleteExport = `DELETE FROM dps_exports WHERE id = $1`
 
@@ -129,12 +166,12 @@ WHERE er.export_id = $1
 ORDER BY r.performed_at, r.uuid`
 
 // sqlExportRows reads an export's rows in file order (time given, then UNIQUE_ID), typed as the
-// database holds them; dps.Writer does every formatting decision. LOCATION_CODE is the school's URN at a
-// school and otherwise the team's ODS code, as the DPS spec says, even where a clinic has an ODS code of
-// its own. DOSE_AMOUNT is the record's volume as
-// held, else its vaccine's (a record made before volumes were recorded per dose has none).
+// database holds them, each with the version linked and the version read; dps.Writer does every
+// formatting decision. LOCATION_CODE is the school's URN at a school and otherwise the team's ODS code,
+// as the DPS spec says, even where a clinic has an ODS code of its own. DOSE_AMOUNT is the record's
+// volume as held, else its vaccine's (a record made before volumes were recorded per dose has none).
 const sqlExportRows = `
-SELECT r.id, coalesce(pa.nhs_number, ''), pa.given_name, pa.family_name, pa.date_of_birth, pa.gender_code,
+SELECT r.id, er.record_updated_at, r.updated_at, coalesce(pa.nhs_number, ''), pa.given_name, pa.family_name, pa.date_of_birth, pa.gender_code,
        coalesce(pa.address_postcode, ''), r.performed_at, t.ods_code, r.uuid::text, er.action,
        coalesce(va.full_name, ''), r.created_at,
        coalesce(v.snomed_procedure_code, ''), coalesce(v.snomed_procedure_term, ''), coalesce(r.dose_sequence, 0),

@@ -1,0 +1,391 @@
+package export
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
+	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
+	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
+)
+
+func TestMain(m *testing.M) { proctest.Main(m) }
+
+// timeCommand is GNU time, which reports the peak RSS of the one process it starts. (The rusage the
+// benchmark would get for a child of its own is no use: Linux carries the parent's high-water mark
+// into an exec'd child, and the parent has a NATS server in it.)
+const timeCommand = "/usr/bin/time"
+
+// BenchmarkExportCommand is what a user does on a first deployment: a fresh `producer seed --records N`
+// (DPS_BENCH_RECORDS, default 1,000,000), then the whole `producer export --programme P` as a process,
+// for each programme, against the COPY baseline of the same rows (the export's links) in the same run;
+// then the same for `--programme ALL` on a second fresh seed. For each it reports the seconds, the
+// ratio export/COPY (goal ≤ 1.5, bound 2) and the peak RSS of the producer process (goal < 64 MiB).
+//
+// While each export runs, the recording application keeps writing: every 100 ms it inserts a record
+// of the programme being exported (the queue trigger fires) and changes a record of that programme's
+// backlog; the slowest of each is reported (goal: well under a second, never the export's duration),
+// with how long the export held its programme's advisory lock and its candidates' row locks (from the
+// producer's own log).
+func BenchmarkExportCommand(b *testing.B) {
+	n := benchRecords(b, 1_000_000)
+	bin := proctest.Binary(b, "./producer")
+	if _, err := os.Stat(timeCommand); err != nil {
+		b.Skipf("%s (GNU time, Debian package \"time\") is needed to measure the peak RSS: %v", timeCommand, err)
+	}
+	_, natsURL := natstest.Run(b)
+	for b.Loop() {
+		for _, run := range [][]string{{"HPV", "FLU", "MENACWY", "TD_IPV"}, {AllProgrammes}} {
+			c := newCommandBench(b, bin, natsURL, n)
+			for _, programme := range run {
+				c.export(programme)
+			}
+		}
+	}
+}
+
+// BenchmarkNightlyExportCommand is the steady state: DPS_BENCH_RECORDS records (default 10,000,000)
+// of which all but 1 % went out in a year of nightly exports, then tonight's `producer export` of
+// each programme against the COPY of the rows it sends. Building the history takes most of the time
+// (about half an hour at 10,000,000).
+func BenchmarkNightlyExportCommand(b *testing.B) {
+	n := benchRecords(b, 10_000_000)
+	bin := proctest.Binary(b, "./producer")
+	if _, err := os.Stat(timeCommand); err != nil {
+		b.Skipf("%s (GNU time) is needed to measure the peak RSS: %v", timeCommand, err)
+	}
+	_, natsURL := natstest.Run(b)
+	for b.Loop() {
+		c := newCommandBench(b, bin, natsURL, n)
+		start := time.Now()
+		for _, sql := range steadyStateSQL {
+			if _, err := c.pool.Exec(context.Background(), sql); err != nil {
+				b.Fatalf("%s: %v", sql, err)
+			}
+		}
+		b.Logf("a year of history built in %s", time.Since(start).Round(time.Second))
+		for _, programme := range []string{"HPV", "FLU", "MENACWY", "TD_IPV"} {
+			c.export(programme)
+		}
+	}
+}
+
+// steadyStateSQL turns a fresh seed into a year of nightly exports (a few failed) that carried every
+// record but 1 %, some of them again as updates in the latest export; then a few of the records sent
+// change (0.1 %), and the tables are left as autovacuum would leave them.
+var steadyStateSQL = []string{
+	`INSERT INTO dps_exports (id, programme_id, filename, status, row_count, created_at)
+	 SELECT gen_random_uuid(), g.id, 'Vaccinations-' || g.code || '-' || d::date || '.csv',
+	        CASE WHEN random() < 0.03 THEN 'failed' ELSE 'acknowledged' END, 0, d
+	 FROM programmes g, generate_series(now() - interval '365 days', now() - interval '1 day', interval '1 day') d`,
+	`WITH e AS (SELECT id, programme_id, row_number() OVER (PARTITION BY programme_id ORDER BY created_at) - 1 AS n
+	            FROM dps_exports)
+	 INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
+	 SELECT e.id, r.id, r.updated_at, 'new'
+	 FROM vaccination_records r JOIN e ON e.programme_id = r.programme_id AND e.n = r.id % 300
+	 WHERE r.id % 100 <> 0 AND NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL`,
+	`WITH e AS (SELECT DISTINCT ON (programme_id) id, programme_id FROM dps_exports ORDER BY programme_id, created_at DESC)
+	 INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
+	 SELECT e.id, r.id, r.updated_at, 'update'
+	 FROM vaccination_records r JOIN e ON e.programme_id = r.programme_id
+	 WHERE r.id % 100 <> 0 AND r.id % 10 = 1 AND NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL
+	 ON CONFLICT DO NOTHING`,
+	`DELETE FROM dps_pending_records WHERE vaccination_record_id % 100 <> 0`,
+	// Today's changes to records already sent: the queue trigger queues them again.
+	`UPDATE vaccination_records SET updated_at = clock_timestamp() WHERE id % 1000 = 7`,
+	`VACUUM ANALYZE dps_pending_records, vaccination_records, dps_export_records, dps_exports`,
+}
+
+func benchRecords(b *testing.B, def int) int {
+	b.Helper()
+	v := os.Getenv("DPS_BENCH_RECORDS")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("DPS_BENCH_RECORDS=%q: want a positive number", v)
+	}
+	return n
+}
+
+// commandBench is one fresh, seeded database and the producer binary run against it.
+type commandBench struct {
+	b       *testing.B
+	bin     string
+	env     []string
+	pool    *pgxpool.Pool
+	workDir string
+}
+
+func newCommandBench(b *testing.B, bin, natsURL string, records int) *commandBench {
+	b.Helper()
+	url := pgtest.NewDatabase(b)
+	c := &commandBench{b: b, bin: bin, workDir: b.TempDir(),
+		env: append(os.Environ(), "DATABASE_URL="+url, "NATS_URL="+natsURL, "LOG_FORMAT=json", "LOG_LEVEL=info")}
+	c.run("migrate")
+	start := time.Now()
+	c.run("seed", "--records", strconv.Itoa(records), "--seed", "7")
+	seed := time.Since(start)
+	b.Logf("producer seed --records %d: %.1f s", records, seed.Seconds())
+	b.ReportMetric(seed.Seconds(), "seed-s")
+	pool, err := store.Connect(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	c.pool = pool
+	return c
+}
+
+// run runs the producer to completion and returns its standard output.
+func (c *commandBench) run(args ...string) string {
+	c.b.Helper()
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = c.env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		c.b.Fatalf("producer %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// export times `producer export --programme programme` as a whole process (under GNU time, for its
+// peak RSS) while the writers run, then the COPY baseline of the rows it exported, and reports both.
+func (c *commandBench) export(programme string) {
+	c.b.Helper()
+	rssFile := filepath.Join(c.workDir, "rss-"+programme)
+	cmd := exec.Command(timeCommand, "-f", "%M", "-o", rssFile, c.bin, "export", "--programme", programme)
+	cmd.Env = c.env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+
+	w := startWriters(c.b, c.pool, programme)
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	writes, werr := w.stop()
+	if werr != nil {
+		c.b.Fatalf("recording application during the export: %v", werr)
+	}
+	if err != nil {
+		c.b.Fatalf("producer export --programme %s: %v\n%s", programme, err, stderr.String())
+	}
+
+	var rows int
+	var copyTook time.Duration
+	var exportIDs []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var r Result
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			c.b.Fatalf("summary %q: %v", line, err)
+		}
+		if r.Status != Created {
+			c.b.Fatalf("export of %s: %+v", r.Programme, r)
+		}
+		rows += r.Rows
+		exportIDs = append(exportIDs, r.ExportID)
+	}
+	for _, id := range exportIDs {
+		d, n := copyRows(c.b, c.pool, id)
+		copyTook += d
+		if n <= 0 {
+			c.b.Fatalf("COPY of export %s wrote no rows", id)
+		}
+	}
+	rss := readRSS(c.b, rssFile)
+	ratio := took.Seconds() / copyTook.Seconds()
+	c.b.Logf("%-7s %8d rows  export %6.2f s  COPY %6.2f s  ratio %.2f  peak RSS %5.1f MiB; "+
+		"during the export %d inserts (slowest %s) and %d changes of queued records (slowest %s); %s",
+		programme, rows, took.Seconds(), copyTook.Seconds(), ratio, rss,
+		writes.inserts, writes.slowestInsert.Round(time.Millisecond), writes.updates, writes.slowestUpdate.Round(time.Millisecond),
+		committedRuns(stderr.String()))
+	c.b.ReportMetric(ratio, programme+"-export/copy")
+	c.b.ReportMetric(took.Seconds(), programme+"-export-s")
+	c.b.ReportMetric(rss, programme+"-peak-RSS-MiB")
+	c.b.ReportMetric(writes.slowestInsert.Seconds(), programme+"-slowest-insert-s")
+}
+
+// copyRows runs the COPY baseline over an export's links and returns how long it took and the rows.
+func copyRows(b *testing.B, pool *pgxpool.Pool, exportID string) (time.Duration, int64) {
+	b.Helper()
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Release()
+	var size int64
+	from := strings.Replace(exportRowsFrom, "$1", "'"+exportID+"'", 1)
+	start := time.Now()
+	tag, err := conn.Conn().PgConn().CopyTo(ctx, countingDiscard{&size}, fmt.Sprintf(copyBaseline, from))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start), tag.RowsAffected()
+}
+
+func readRSS(b *testing.B, path string) float64 {
+	b.Helper()
+	out, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := strings.Fields(string(out))
+	if len(fields) == 0 {
+		b.Fatalf("%s: empty", path)
+	}
+	kb, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+	if err != nil {
+		b.Fatalf("%s: %q", path, out)
+	}
+	return kb / 1024
+}
+
+// committedRuns reads the producer's "export committed" log lines: for each programme, how long it
+// held the programme's advisory lock and its candidates' row locks, and how long each step took.
+func committedRuns(log string) string {
+	var runs []string
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line["msg"] != "export committed" {
+			continue
+		}
+		run := fmt.Sprintf("%v: advisory lock %s, candidate row locks %s (steps:", line["programme"],
+			duration(line["programme_lock_held"]), duration(line["candidate_locks_held"]))
+		for _, step := range []string{"decide", "link", "file", "finish", "take", "commit"} {
+			if v, ok := line[step+"_took"]; ok {
+				run += fmt.Sprintf(" %s %s", step, duration(v))
+			}
+		}
+		runs = append(runs, run+")")
+	}
+	return strings.Join(runs, "; ")
+}
+
+// duration reads a slog duration from JSON: nanoseconds (a number) or text.
+func duration(v any) string {
+	switch d := v.(type) {
+	case float64:
+		return time.Duration(d).Round(time.Millisecond).String()
+	case string:
+		return d
+	}
+	return "?"
+}
+
+// writers plays the recording application during an export: an insert of a new record and a change
+// of a queued record of the programme, every 100 ms, each in its own transaction.
+type writers struct {
+	stopOnce sync.Once
+	done     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	got      writeStats
+	err      error
+}
+
+type writeStats struct {
+	inserts, updates             int
+	slowestInsert, slowestUpdate time.Duration
+}
+
+func startWriters(b *testing.B, pool *pgxpool.Pool, programme string) *writers {
+	b.Helper()
+	ctx := context.Background()
+	var programmeIDs []int64
+	q := `SELECT id FROM programmes WHERE code = $1 OR $1 = 'ALL'`
+	rows, err := pool.Query(ctx, q, programme)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			b.Fatal(err)
+		}
+		programmeIDs = append(programmeIDs, id)
+	}
+	if rows.Err() != nil {
+		b.Fatal(rows.Err())
+	}
+	// A sample of the programmes' backlog to change, and one record of each to copy.
+	var queued []int64
+	rows, err = pool.Query(ctx, `SELECT vaccination_record_id FROM dps_pending_records WHERE programme_id = ANY($1) ORDER BY random() LIMIT 1000`, programmeIDs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			b.Fatal(err)
+		}
+		queued = append(queued, id)
+	}
+	if rows.Err() != nil || len(queued) == 0 {
+		b.Fatalf("no queued records to change (%v)", rows.Err())
+	}
+	w := &writers{done: make(chan struct{})}
+	w.wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-w.done:
+				return
+			case <-tick.C:
+			}
+			template := queued[i%len(queued)]
+			t0 := time.Now()
+			_, err := pool.Exec(ctx, `
+				INSERT INTO vaccination_records (uuid, programme_id, patient_id, team_id, location_id, vaccine_id, batch_id,
+					vaccinator_id, outcome, delivery_site, delivery_method, dose_sequence, dose_volume_ml, performed_at)
+				SELECT gen_random_uuid(), programme_id, patient_id, team_id, location_id, vaccine_id, batch_id,
+					vaccinator_id, outcome, delivery_site, delivery_method, dose_sequence, dose_volume_ml, performed_at
+				FROM vaccination_records WHERE id = $1`, template)
+			insert := time.Since(t0)
+			t1 := time.Now()
+			if err == nil {
+				_, err = pool.Exec(ctx, `UPDATE vaccination_records SET updated_at = clock_timestamp() WHERE id = $1`,
+					queued[rand.IntN(len(queued))])
+			}
+			update := time.Since(t1)
+			w.mu.Lock()
+			if err != nil && w.err == nil {
+				w.err = err
+			}
+			w.got.inserts++
+			w.got.updates++
+			w.got.slowestInsert = max(w.got.slowestInsert, insert)
+			w.got.slowestUpdate = max(w.got.slowestUpdate, update)
+			w.mu.Unlock()
+		}
+	})
+	return w
+}
+
+func (w *writers) stop() (writeStats, error) {
+	w.stopOnce.Do(func() { close(w.done) })
+	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.got, w.err
+}

@@ -1,0 +1,174 @@
+package export
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
+	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
+)
+
+// TestFirstExportIsLinear guards the first export of a large backlog, the case that was quadratic: on
+// a fresh seed (no export yet, no statistics but what the seed left) the plan that decides the
+// candidates reads no table sequentially, and the time per candidate of what a run does with them
+// (decide, link, take; in a transaction rolled back, so that each size can be run again) does not grow
+// between 10,000 and 40,000 seeded records by more than a small factor. The figures compared come from
+// the same run, so a slow machine slows both. The plan is checked again in the steady state (a year of
+// nightly exports). BenchmarkExportCommand measures the whole command.
+func TestFirstExportIsLinear(t *testing.T) {
+	const maxGrowth = 2.0 // the quadratic statement grows by about 4 here, and its plan fails at once
+	const runs = 5
+	sizes := []int{10_000, 40_000}
+	perCandidate := make([]time.Duration, len(sizes))
+	pools := make([]*pgxpool.Pool, len(sizes))
+	candidates := make([]int, len(sizes))
+	ctx := t.Context()
+	for i, records := range sizes {
+		_, pool := pgtest.NewMigratedDatabase(t)
+		pools[i] = pool
+		if _, err := demodata.Seed(ctx, pool, demodata.Options{Records: records, Seed: 5}); err != nil {
+			t.Fatal(err)
+		}
+		checkDecidePlan(t, pool, "FLU", fmt.Sprintf("first export, %d records", records))
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM dps_pending_records p JOIN programmes g ON g.id = p.programme_id
+			WHERE g.code = 'FLU'`).Scan(&candidates[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The sizes take turns, and each keeps its fastest run, so that a machine busy with other work for
+	// a while slows both alike.
+	best := []time.Duration{1 << 62, 1 << 62}
+	for range runs {
+		for i, pool := range pools {
+			best[i] = min(best[i], takeCandidates(t, pool, "FLU", candidates[i]))
+		}
+	}
+	for i := range sizes {
+		perCandidate[i] = best[i] / time.Duration(candidates[i])
+		t.Logf("%d records: %d FLU candidates in %s (best of %d), %s per candidate", sizes[i], candidates[i],
+			best[i].Round(time.Millisecond), runs, perCandidate[i])
+	}
+	growth := float64(perCandidate[1]) / float64(perCandidate[0])
+	t.Logf("time per candidate grew %.2f× from %d to %d records", growth, sizes[0], sizes[1])
+	if growth > maxGrowth {
+		t.Errorf("time per candidate grew %.2f× from %d to %d records (at most %.1f× allowed): the export is not linear in its backlog",
+			growth, sizes[0], sizes[1], maxGrowth)
+	}
+
+	// The steady state, on the smaller database: the same statement still reads by index only.
+	for _, sql := range steadyStateSQL {
+		if _, err := pools[0].Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	for _, programme := range []string{"HPV", "FLU", "MENACWY", "TD_IPV"} {
+		checkDecidePlan(t, pools[0], programme, "steady state, "+programme)
+	}
+}
+
+// takeCandidates decides, links and takes the programme's candidates as a run does, in a transaction it
+// rolls back, and returns how long that took.
+func takeCandidates(t *testing.T, pool *pgxpool.Pool, programme string, want int) time.Duration {
+	t.Helper()
+	ctx := t.Context()
+	var took time.Duration
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var id int64
+		if err := tx.QueryRow(ctx, `SELECT id FROM programmes WHERE code = $1`, programme).Scan(&id); err != nil {
+			return err
+		}
+		start := time.Now()
+		decided, err := decideCandidates(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		var nNew, nUpdate, nDelete int
+		if err := tx.QueryRow(ctx, sqlLinkDecided, uuid.New()).Scan(&nNew, &nUpdate, &nDelete); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, sqlTakeDecided)
+		if err != nil {
+			return err
+		}
+		took = time.Since(start)
+		if decided != int64(want) || tag.RowsAffected() != int64(want) || nNew == 0 {
+			t.Fatalf("%d candidates decided, %d taken, %d linked as new; want %d decided and taken", decided, tag.RowsAffected(), nNew, want)
+		}
+		return errRollback
+	})
+	if err != nil && !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	return took
+}
+
+// checkDecidePlan runs sqlDecideCandidates under EXPLAIN ANALYZE with the settings the export uses, in a
+// transaction it rolls back, and fails if any table is read sequentially.
+func checkDecidePlan(t *testing.T, pool *pgxpool.Pool, programme, what string) {
+	t.Helper()
+	ctx := t.Context()
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var id int64
+		if err := tx.QueryRow(ctx, `SELECT id FROM programmes WHERE code = $1`, programme).Scan(&id); err != nil {
+			return err
+		}
+		for _, set := range decidePlanSettings {
+			if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
+				return err
+			}
+		}
+		var plan []byte
+		if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+sqlDecideCandidates, id).Scan(&plan); err != nil {
+			return err
+		}
+		var doc []struct {
+			Plan          planNode `json:"Plan"`
+			ExecutionTime float64  `json:"Execution Time"`
+		}
+		if err := json.Unmarshal(plan, &doc); err != nil {
+			return err
+		}
+		var scans []string
+		doc[0].Plan.walk(func(n planNode) {
+			if !strings.Contains(n.NodeType, "Scan") || n.RelationName == "" {
+				return
+			}
+			scans = append(scans, fmt.Sprintf("%s on %s ×%d", n.NodeType, n.RelationName, n.Loops))
+			if n.NodeType == "Seq Scan" {
+				t.Errorf("%s: sequential scan of %s (%d loops)", what, n.RelationName, n.Loops)
+			}
+		})
+		t.Logf("%s: decided in %.1f ms; %s", what, doc[0].ExecutionTime, strings.Join(scans, "; "))
+		if t.Failed() {
+			t.Logf("plan: %s", plan)
+		}
+		return errRollback
+	})
+	if err != nil && !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+}
+
+var errRollback = errors.New("roll back")
+
+type planNode struct {
+	NodeType     string     `json:"Node Type"`
+	RelationName string     `json:"Relation Name"`
+	Loops        int        `json:"Actual Loops"`
+	Plans        []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(visit func(planNode)) {
+	visit(n)
+	for _, c := range n.Plans {
+		c.walk(visit)
+	}
+}
