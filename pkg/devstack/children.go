@@ -16,22 +16,22 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
+	"github.com/nhs-dps/dps-pipeline/pkg/gobuild"
 )
 
 // The processes the stack builds, in the order they start.
 var binaries = []string{"producer", "sender", "tracker"}
 
 // buildBinaries compiles the three processes into dir with one go build, so that packages they share
-// are compiled once (without -race, as proctest.Build says: the end-to-end test needs the pipeline's
+// are compiled once (without -race, as gobuild.Build says: the end-to-end test needs the pipeline's
 // speed).
 func buildBinaries(ctx context.Context, dir string) error {
 	pkgs := make([]string, len(binaries))
 	for i, b := range binaries {
 		pkgs[i] = "./" + b
 	}
-	err := proctest.Build(ctx, dir, pkgs...)
-	if errors.Is(err, proctest.ErrNotInModule) {
+	err := gobuild.Build(ctx, dir, pkgs...)
+	if errors.Is(err, gobuild.ErrNotInModule) {
 		return errors.New("run the devstack from inside the dps-pipeline module (go run ./pkg/devstack)")
 	}
 	return err

@@ -28,7 +28,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
-	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
+	"github.com/nhs-dps/dps-pipeline/pkg/natsserver"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
@@ -306,7 +306,7 @@ func (s *Stack) openDatabase(ctx context.Context) error {
 
 // startNATS starts the embedded server and connects the stack's own client to it.
 func (s *Stack) startNATS(ctx context.Context) error {
-	opts := natstest.DefaultOptions()
+	opts := natsserver.DefaultOptions()
 	opts.ServerName = "devstack"
 	opts.Port = s.cfg.NATSPort
 	if opts.Port == 0 {
@@ -319,7 +319,7 @@ func (s *Stack) startNATS(ctx context.Context) error {
 	if err := os.MkdirAll(opts.StoreDir, 0o700); err != nil {
 		return fmt.Errorf("nats store: %w", err)
 	}
-	srv, err := natstest.Start(opts)
+	srv, err := natsserver.Start(opts)
 	if err != nil {
 		return fmt.Errorf("start nats: %w", err)
 	}
@@ -350,7 +350,7 @@ func (s *Stack) RestartNATS() error {
 	s.natsSrv.Shutdown()
 	s.natsSrv.WaitForShutdown()
 	opts := s.natsOpts
-	srv, err := natstest.Start(&opts)
+	srv, err := natsserver.Start(&opts)
 	if err != nil {
 		return fmt.Errorf("restart nats: %w", err)
 	}

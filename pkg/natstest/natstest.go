@@ -1,16 +1,10 @@
-// Package natstest runs a real, embedded NATS server with JetStream for tests
-// and for the local development stack.
-//
-// It owns only the lifecycle of an in-process nats-server: start it in a
-// private store directory on a free port, wait until JetStream is usable,
-// and shut it down (and close client connections) when the test ends. It
-// must not know about DPS streams, subjects or payloads: pkg/bus owns the
-// topology, and tests create it with bus.EnsureTopology like production does.
+// Package natstest runs a real, embedded NATS server with JetStream for tests (pkg/natsserver, in a
+// private store directory on a free port) and shuts it down, with the client connections, when the
+// test ends. It is imported by tests only. It must not know about DPS streams, subjects or payloads:
+// pkg/bus owns the topology, and tests create it with bus.EnsureTopology like production does.
 package natstest
 
 import (
-	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -18,12 +12,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// startTimeout bounds how long we wait for the server to accept clients and
-// for JetStream to become current. Generous because CI machines running the
-// race detector on two cores can be slow.
-const startTimeout = 30 * time.Second
+	"github.com/nhs-dps/dps-pipeline/pkg/natsserver"
+)
 
 // Run starts an embedded JetStream server whose store lives in t.TempDir(),
 // listening on a random localhost port, and returns it with its client URL.
@@ -38,7 +29,7 @@ func Run(t testing.TB) (*server.Server, string) {
 // server starts. StoreDir, if left empty by the hook, is t.TempDir().
 func RunWithOptions(t testing.TB, configure func(*server.Options)) (*server.Server, string) {
 	t.Helper()
-	opts := DefaultOptions()
+	opts := natsserver.DefaultOptions()
 	opts.StoreDir = t.TempDir()
 	if configure != nil {
 		configure(opts)
@@ -46,7 +37,7 @@ func RunWithOptions(t testing.TB, configure func(*server.Options)) (*server.Serv
 	if opts.StoreDir == "" {
 		opts.StoreDir = t.TempDir()
 	}
-	srv, err := Start(opts)
+	srv, err := natsserver.Start(opts)
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
 	}
@@ -57,68 +48,13 @@ func RunWithOptions(t testing.TB, configure func(*server.Options)) (*server.Serv
 	return srv, srv.ClientURL()
 }
 
-// DefaultOptions are the options Run uses: JetStream on, localhost, a random
-// port, no logging, no signal handling (the test binary owns signals).
-func DefaultOptions() *server.Options {
-	return &server.Options{
-		ServerName: "natstest",
-		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
-		JetStream:  true,
-		NoLog:      true,
-		NoSigs:     true,
-		// Bounded so that a runaway test cannot fill the disk, but far above
-		// what the 50 MB object-store test needs.
-		JetStreamMaxMemory: 256 << 20,
-		JetStreamMaxStore:  4 << 30,
-	}
-}
+// DefaultOptions are the options Run starts from (natsserver.DefaultOptions), for a test that starts
+// a server itself with Start.
+func DefaultOptions() *server.Options { return natsserver.DefaultOptions() }
 
-// Start starts a NATS server with the given options (DefaultOptions when nil)
-// and waits until it accepts clients and, if enabled, JetStream is ready. It
-// needs no testing.TB, so the local development stack can embed a server.
-// The caller owns shutdown: srv.Shutdown(); srv.WaitForShutdown().
-func Start(opts *server.Options) (*server.Server, error) {
-	if opts == nil {
-		opts = DefaultOptions()
-	}
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("create nats server: %w", err)
-	}
-	if !opts.NoLog {
-		srv.ConfigureLogger()
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(startTimeout) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		return nil, errors.New("nats server not ready for connections")
-	}
-	if opts.JetStream {
-		if err := waitForJetStream(srv, startTimeout); err != nil {
-			srv.Shutdown()
-			srv.WaitForShutdown()
-			return nil, err
-		}
-	}
-	return srv, nil
-}
-
-// waitForJetStream polls until the JetStream subsystem reports itself
-// enabled; ReadyForConnections alone can return before the meta layer is up.
-func waitForJetStream(srv *server.Server, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if srv.JetStreamEnabled() && srv.JetStreamIsCurrent() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.New("jetstream not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// Start is natsserver.Start, for tests that restart a server on the same port and store; the test
+// owns its shutdown.
+func Start(opts *server.Options) (*server.Server, error) { return natsserver.Start(opts) }
 
 // Connect opens a client connection to url and a JetStream context on it;
 // both are closed when the test ends. Reconnects are allowed forever so that

@@ -1,60 +1,20 @@
 // Package proctest supports tests that run this module's commands as real processes: it builds each
-// command once per test process and hands out its path, and it holds the goroutine-safe buffer such
-// tests collect a child's output (or a logger's) in while they read it. It also builds the devstack's
-// binaries, so the two build the same way. It must not start or stop processes itself, and it does not
-// import package testing, so that the devstack program may use it.
+// command once per test process (with pkg/gobuild, as the devstack does) and hands out its path, and it
+// holds the goroutine-safe buffer such tests collect a child's output (or a logger's) in while they
+// read it. It is imported by tests only, and must not start or stop processes itself.
 package proctest
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/gobuild"
 )
-
-// ErrNotInModule is ModuleRoot's error when the working directory is outside the module.
-var ErrNotInModule = errors.New("not inside the dps-pipeline module")
-
-// ModuleRoot is the directory of this module's go.mod, wherever the test or program runs from.
-func ModuleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", ErrNotInModule
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// Build compiles the packages (module-relative, "./sender") into dir with one go build, so that the
-// packages they share are compiled once. No -race: the processes run at production speed, and every
-// package has its own race-checked tests.
-func Build(ctx context.Context, dir string, pkgs ...string) error {
-	root, err := ModuleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("build: %w", err)
-	}
-	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = root
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return nil
-}
 
 // TB is the part of testing.TB that Binary uses.
 type TB interface {
@@ -112,7 +72,7 @@ func buildOne(pkg string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("build %s: %w", pkg, err)
 	}
-	if err := Build(context.Background(), dir, pkg); err != nil {
+	if err := gobuild.Build(context.Background(), dir, pkg); err != nil {
 		return "", err
 	}
 	name := filepath.Base(pkg)
