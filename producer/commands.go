@@ -8,11 +8,9 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/nhs-dps/dps-pipeline/pkg/process"
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
+	"github.com/nhs-dps/dps-pipeline/pkg/deadlettercli"
 )
-
-// errHelp means -h was given: usage was printed, exit 0.
-var errHelp = errors.New("help")
 
 // command is a parsed command line.
 type command struct {
@@ -30,7 +28,7 @@ type command struct {
 	requestID   string
 
 	// dead-letters, redrive
-	deadLetters deadLetterOptions
+	deadLetters deadlettercli.ListOptions
 	redriveSeqs []uint64
 }
 
@@ -56,19 +54,19 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 		fs.StringVar(&cmd.requestedBy, "requested-by", defaultRequester(), "who is asking")
 		fs.StringVar(&cmd.requestID, "request-id", "", "request id (default: a new UUID); also the Nats-Msg-Id")
 	case "dead-letters":
-		cmd.deadLetters.define(fs)
+		cmd.deadLetters.Define(fs)
 	case "redrive":
 	default:
-		return cmd, process.Usagef("unknown command %q", cmd.name)
+		return cmd, cli.Usagef("unknown command %q", cmd.name)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return cmd, errHelp
+			return cmd, err // usage printed: exit 0
 		}
-		return cmd, process.Usagef("%s: %v", cmd.name, err)
+		return cmd, cli.Usagef("%s: %v", cmd.name, err)
 	}
 	if cmd.name == "redrive" {
-		seqs, err := parseRedriveSeqs(fs.Args())
+		seqs, err := deadlettercli.ParseRedriveSeqs(fs.Args())
 		if err != nil {
 			return cmd, err
 		}
@@ -76,28 +74,28 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 		return cmd, nil
 	}
 	if fs.NArg() > 0 {
-		return cmd, process.Usagef("%s: unexpected argument %q", cmd.name, fs.Arg(0))
+		return cmd, cli.Usagef("%s: unexpected argument %q", cmd.name, fs.Arg(0))
 	}
 	switch cmd.name {
 	case "seed":
 		if cmd.records <= 0 {
-			return cmd, process.Usagef("seed: --records must be a positive number")
+			return cmd, cli.Usagef("seed: --records must be a positive number")
 		}
 	case "export", "request":
 		if cmd.programme == "" {
-			return cmd, process.Usagef("%s: --programme is required (a code such as HPV, or ALL)", cmd.name)
+			return cmd, cli.Usagef("%s: --programme is required (a code such as HPV, or ALL)", cmd.name)
 		}
 		if !programmeCode.MatchString(cmd.programme) {
-			return cmd, process.Usagef("%s: --programme %q is not a programme code (upper case, e.g. HPV or TD_IPV)", cmd.name, cmd.programme)
+			return cmd, cli.Usagef("%s: --programme %q is not a programme code (upper case, e.g. HPV or TD_IPV)", cmd.name, cmd.programme)
 		}
 		if cmd.name == "request" && cmd.requestedBy == "" {
-			return cmd, process.Usagef("request: --requested-by must not be empty")
+			return cmd, cli.Usagef("request: --requested-by must not be empty")
 		}
 		if len(cmd.requestID) > 128 {
-			return cmd, process.Usagef("request: --request-id is longer than 128 characters")
+			return cmd, cli.Usagef("request: --request-id is longer than 128 characters")
 		}
 	case "dead-letters":
-		if err := cmd.deadLetters.check(time.Now()); err != nil {
+		if err := cmd.deadLetters.Check(time.Now()); err != nil {
 			return cmd, err
 		}
 	}

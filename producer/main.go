@@ -1,8 +1,9 @@
 // Command producer turns export requests into DPS files: it consumes dps.export.request, runs its own
 // nightly schedule, builds one file per programme into the Object Store and announces it on
 // dps.export.ready. Its subcommands run the same work once, seed demo data, publish a request, replay
-// past requests, and list and re-drive dead letters. The work itself lives in pkg/export and pkg/bus,
-// the start-up and the service's life in pkg/process; this package only wires them up.
+// past requests, and list and re-drive dead letters. The work itself lives in pkg/export, pkg/bus and
+// pkg/deadlettercli, the command framework in pkg/cli, the start-up and the service's life in
+// pkg/process; this package only wires them up.
 package main
 
 import (
@@ -12,8 +13,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
-	"github.com/nhs-dps/dps-pipeline/pkg/process"
 )
 
 func main() {
@@ -21,42 +22,37 @@ func main() {
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	return process.Dispatch("producer", printUsage, map[string]process.Command{
+	return cli.Dispatch("producer", printUsage, map[string]cli.Command{
 		"run":          subcommand("run", runService),
 		"migrate":      subcommand("migrate", runMigrate),
 		"seed":         subcommand("seed", runSeed),
 		"export":       subcommand("export", runExport),
 		"request":      subcommand("request", runRequest),
-		"replay":       process.WithSignals(replayCommand),
+		"replay":       replayCommand().Command(),
 		"dead-letters": subcommand("dead-letters", runDeadLetters),
 		"redrive":      subcommand("redrive", runRedrive),
 		// The producer has always taken the flag package's -help as well as -h and --help.
-		"-help": func(_ []string, stdout, _ io.Writer) int { printUsage(stdout); return process.ExitOK },
+		"-help": func(_ []string, stdout, _ io.Writer) int { printUsage(stdout); return cli.ExitOK },
 	}, args, stdout, stderr)
 }
 
-// subcommand parses name's flags first, so that a mistake exits 2 before any configuration is read,
-// then loads the configuration and the logger and runs f until it returns or SIGINT/SIGTERM.
-func subcommand(name string, f func(context.Context, config.Producer, command, *slog.Logger, io.Writer) error) process.Command {
+// subcommand is the cli.Spec of `producer <name>`: its flags are parsed first, so that a mistake exits
+// 2 before any configuration is read, then the configuration and the logger are loaded and f runs
+// until it returns or SIGINT/SIGTERM.
+func subcommand(name string, f func(context.Context, config.Producer, command, *slog.Logger, io.Writer) error) cli.Command {
 	return func(args []string, stdout, stderr io.Writer) int {
-		cmd, err := parseCommand(name, args, stderr)
-		if err == errHelp {
-			return process.ExitOK
-		}
-		if err != nil {
-			return process.Fatal(stderr, "producer", err)
-		}
-		cfg, _, err := loadConfig()
-		if err != nil {
-			return process.Fatal(stderr, "producer", err)
-		}
-		log, err := process.NewLogger(cfg.Shared, stderr)
-		if err != nil {
-			return process.Fatal(stderr, "producer", err)
-		}
-		ctx, stop := process.SignalContext()
-		defer stop()
-		return process.Fatal(stderr, "producer "+name, f(ctx, cfg, cmd, log, stdout))
+		var cmd command
+		return cli.Spec[config.Producer]{
+			Name: "producer " + name,
+			Parse: func(args []string, stderr io.Writer) (err error) {
+				cmd, err = parseCommand(name, args, stderr)
+				return err
+			},
+			Load: loadConfig,
+			Run: func(ctx context.Context, cfg config.Producer, log *slog.Logger, stdout, _ io.Writer) error {
+				return f(ctx, cfg, cmd, log, stdout)
+			},
+		}.Main(args, stdout, stderr)
 	}
 }
 

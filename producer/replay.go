@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
@@ -13,12 +12,12 @@ import (
 
 // replayCommand is `producer replay`: request handling over a stored range of DPS_REQUESTS, followed
 // by the summary table. A request whose exports exist is skipped unless --force. Exit 1 when any failed.
-func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func replayCommand() process.ReplayCommand[config.Producer] {
 	return process.ReplayCommand[config.Producer]{
 		Name: "producer replay", Stream: bus.StreamRequests, Subject: bus.SubjectExportRequest,
 		Load:    loadConfig,
 		Handler: replayHandler,
-	}.Main(ctx, args, stdout, stderr)
+	}
 }
 
 func replayHandler(ctx context.Context, cfg config.Producer, deps *process.Deps, log *slog.Logger, opts *replay.Options) (replay.Handler, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 	"github.com/nhs-dps/dps-pipeline/pkg/export"
@@ -232,7 +233,7 @@ func copyOpener(cmd command) (func(export.Result) (io.WriteCloser, error), error
 		dir = true
 	}
 	if cmd.programme == export.AllProgrammes && !dir {
-		return nil, process.Usagef("export: with --programme ALL, --out must be an existing directory")
+		return nil, cli.Usagef("export: with --programme ALL, --out must be an existing directory")
 	}
 	return func(r export.Result) (io.WriteCloser, error) {
 		path := cmd.out

@@ -15,8 +15,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshcli"
@@ -45,34 +45,17 @@ Configuration comes from the environment (DATABASE_URL, NATS_URL, HTTP_ADDR, MES
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	return process.Dispatch("sender", usage, map[string]process.Command{
+	return cli.Dispatch("sender", usage, map[string]cli.Command{
 		"run":       process.ServiceCommand("sender", loadConfig, run),
-		"replay":    process.WithSignals(replayCommand),
+		"replay":    replayCommand().Command(),
 		"send-file": process.MESHCommand("sender send-file", sendFile),
 	}, args, stdout, stderr)
 }
 
+// sendFile is `sender send-file`: --workflow falls back to MESH_WORKFLOW_ID, then to the sender's own
+// MESH_DPS_WORKFLOW_ID.
 func sendFile(ctx context.Context, cfg config.MESH, client *mesh.Client, args []string, stdout, stderr io.Writer) int {
-	return meshcli.SendFile(ctx, client, withDefaultWorkflow(args, cfg.DPSWorkflowID), stdout, stderr)
-}
-
-// withDefaultWorkflow lets send-file fall back to MESH_DPS_WORKFLOW_ID, the sender's own setting, when
-// neither --workflow nor meshcli's MESH_WORKFLOW_ID gives one.
-func withDefaultWorkflow(args []string, dpsWorkflow string) []string {
-	if dpsWorkflow == "" || os.Getenv(meshcli.WorkflowEnv) != "" {
-		return args
-	}
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if a == "-workflow" || a == "--workflow" || slices.ContainsFunc([]string{"-workflow=", "--workflow="}, func(p string) bool {
-			return len(a) >= len(p) && a[:len(p)] == p
-		}) {
-			return args
-		}
-	}
-	return append([]string{"--workflow", dpsWorkflow}, args...)
+	return meshcli.SendFileWithDefault(cfg.DPSWorkflowID)(ctx, client, args, stdout, stderr)
 }
 
 // loadConfig reads the sender's settings, for `run` and `replay`.

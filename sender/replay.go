@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
@@ -14,7 +13,7 @@ import (
 
 // replayCommand is `sender replay`: the sender's handling of dps.export.ready over a stored range,
 // through an ordered consumer, followed by the summary table. Exit 1 when any batch failed.
-func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func replayCommand() process.ReplayCommand[config.Sender] {
 	return process.ReplayCommand[config.Sender]{
 		Name: "sender replay", Stream: bus.StreamBatches, Subject: bus.SubjectExportReady,
 		Load: loadConfig,
@@ -26,7 +25,7 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		},
 		ForceWarning: "sender replay --force: exports MESH already accepted will be RE-SENT to MESH as NEW messages (DPS receives them again)",
 		Handler:      replayHandler,
-	}.Main(ctx, args, stdout, stderr)
+	}
 }
 
 func replayHandler(ctx context.Context, cfg config.Sender, deps *process.Deps, log *slog.Logger, opts *replay.Options) (replay.Handler, error) {

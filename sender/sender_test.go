@@ -319,20 +319,3 @@ func TestUsage(t *testing.T) {
 		}
 	}
 }
-
-func TestWithDefaultWorkflow(t *testing.T) {
-	t.Setenv("MESH_WORKFLOW_ID", "")
-	cases := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--to", "X", "f"}, "--workflow W --to X f"},
-		{[]string{"--workflow", "Y", "f"}, "--workflow Y f"},
-		{[]string{"--workflow=Y", "f"}, "--workflow=Y f"},
-	}
-	for _, c := range cases {
-		if got := strings.Join(withDefaultWorkflow(c.args, "W"), " "); got != c.want {
-			t.Errorf("%q: %q, want %q", c.args, got, c.want)
-		}
-	}
-}

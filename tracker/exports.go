@@ -6,15 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/exportreport"
-	"github.com/nhs-dps/dps-pipeline/pkg/process"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
@@ -43,24 +44,24 @@ func parseExportsArgs(args []string, now time.Time, stderr io.Writer) (exportsOp
 		return exportsOptions{}, err
 	}
 	if fs.NArg() > 0 {
-		return exportsOptions{}, process.Usagef("tracker exports: unexpected argument %q", fs.Arg(0))
+		return exportsOptions{}, cli.Usagef("tracker exports: unexpected argument %q", fs.Arg(0))
 	}
 	var o exportsOptions
 	o.json = *asJSON
 	t, err := parseSince(*since, now)
 	if err != nil {
-		return o, process.Usagef("tracker exports: --since %q: %v", *since, err)
+		return o, cli.Usagef("tracker exports: --since %q: %v", *since, err)
 	}
 	o.filter.Since = t
 	if p := strings.ToUpper(strings.TrimSpace(*programme)); p != "" {
 		if !programmeCode.MatchString(p) {
-			return o, process.Usagef("tracker exports: --programme %q is not a programme code", *programme)
+			return o, cli.Usagef("tracker exports: --programme %q is not a programme code", *programme)
 		}
 		o.filter.Programme = p
 	}
 	if s := strings.ToLower(strings.TrimSpace(*status)); s != "" {
 		if !slices.Contains(exportreport.Statuses(), s) {
-			return o, process.Usagef("tracker exports: --status %q: want one of %s", *status, strings.Join(exportreport.Statuses(), ", "))
+			return o, cli.Usagef("tracker exports: --status %q: want one of %s", *status, strings.Join(exportreport.Statuses(), ", "))
 		}
 		o.filter.Status = s
 	}
@@ -96,35 +97,32 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 
 // exportsCommand is `tracker exports`: exit 0 with the listing, 2 for bad flags or configuration, 1
 // when the database cannot be read.
-func exportsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	opts, err := parseExportsArgs(args, time.Now(), stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return process.ExitOK
+func exportsCommand() cli.Command {
+	var opts exportsOptions
+	return func(args []string, stdout, stderr io.Writer) int {
+		return cli.Spec[config.Shared]{
+			Name: "tracker exports",
+			Parse: func(args []string, stderr io.Writer) (err error) {
+				opts, err = parseExportsArgs(args, time.Now(), stderr)
+				return err
+			},
+			Load:   func() (config.Shared, config.Shared, error) { cfg, err := config.LoadShared(); return cfg, cfg, err },
+			Logger: cli.WarningLogger,
+			Run: func(ctx context.Context, cfg config.Shared, _ *slog.Logger, stdout, _ io.Writer) error {
+				pool, err := store.Connect(ctx, cfg.DatabaseURL)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				exports, err := exportreport.List(ctx, pool, opts.filter)
+				if err != nil {
+					return err
+				}
+				if opts.json {
+					return exportreport.WriteJSON(stdout, exports)
+				}
+				return exportreport.WriteText(stdout, exports)
+			},
+		}.Main(args, stdout, stderr)
 	}
-	if err != nil {
-		var ue *process.UsageError
-		if errors.As(err, &ue) {
-			fmt.Fprintln(stderr, err)
-		}
-		return process.ExitUsage // the flag package has said what was wrong
-	}
-	cfg, err := config.LoadShared()
-	if err != nil {
-		return process.Fatal(stderr, "tracker exports", err)
-	}
-	pool, err := store.Connect(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return process.Fatal(stderr, "tracker exports", err)
-	}
-	defer pool.Close()
-	exports, err := exportreport.List(ctx, pool, opts.filter)
-	if err != nil {
-		return process.Fatal(stderr, "tracker exports", err)
-	}
-	if opts.json {
-		err = exportreport.WriteJSON(stdout, exports)
-	} else {
-		err = exportreport.WriteText(stdout, exports)
-	}
-	return process.Fatal(stderr, "tracker exports", err)
 }

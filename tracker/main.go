@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshcli"
@@ -55,10 +56,10 @@ Configuration comes from the environment (DATABASE_URL, NATS_URL, MESH_*, TRACKE
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	commands := map[string]process.Command{
+	commands := map[string]cli.Command{
 		"run":     process.ServiceCommand("tracker", loadConfig, run),
-		"replay":  process.WithSignals(replayCommand),
-		"exports": process.WithSignals(exportsCommand),
+		"replay":  replayCommand().Command(),
+		"exports": exportsCommand(),
 	}
 	for _, name := range operatorCommands {
 		f := meshcli.Commands()[name]
@@ -67,7 +68,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 				return f(ctx, c, args, stdout, stderr)
 			})
 	}
-	return process.Dispatch("tracker", usage, commands, args, stdout, stderr)
+	return cli.Dispatch("tracker", usage, commands, args, stdout, stderr)
 }
 
 // loadConfig reads the tracker's settings, for `run` and `replay`.

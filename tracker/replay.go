@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
@@ -15,7 +14,7 @@ import (
 // replayCommand is `tracker replay`: the handling of dps.export.sent over a stored range. By default
 // accepted exports become due now and the rest are skipped; --force asks MESH at once (and so needs
 // MESH_JOBS_ENABLED=true); --dry-run changes nothing.
-func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func replayCommand() process.ReplayCommand[config.Tracker] {
 	return process.ReplayCommand[config.Tracker]{
 		Name: "tracker replay", Stream: bus.StreamEvents, Subject: bus.SubjectExportSent,
 		Load: loadConfig,
@@ -26,7 +25,7 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return nil
 		},
 		Handler: replayHandler,
-	}.Main(ctx, args, stdout, stderr)
+	}
 }
 
 func replayHandler(ctx context.Context, cfg config.Tracker, deps *process.Deps, log *slog.Logger, opts *replay.Options) (replay.Handler, error) {

@@ -31,8 +31,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
-	"github.com/nhs-dps/dps-pipeline/pkg/process"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
@@ -43,20 +43,20 @@ func main() {
 func realMain(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return cli.ExitOK
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "devstack:", err)
-		return 2
+		return cli.ExitUsage
 	}
 	cfg.Stdout, cfg.Stderr = stdout, stderr
-	ctx, stop := process.SignalContext()
+	ctx, stop := cli.SignalContext()
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintln(stderr, "devstack:", err)
-		return 1
+		return cli.ExitFailure
 	}
-	return 0
+	return cli.ExitOK
 }
 
 // defaultServerURL is the Postgres the devstack uses when DATABASE_URL is unset: a local server with

@@ -4,8 +4,8 @@
 // these; this package must not read configuration itself beyond the documented MESH_WORKFLOW_ID
 // default, and must never print credentials.
 //
-// Exit codes: 0 done, 1 MESH (or the network) said no, with MESH's status, code and text on stderr,
-// 2 bad usage.
+// Exit codes (pkg/cli's): 0 done, 1 MESH (or the network) said no, with MESH's status, code and text
+// on stderr, 2 bad usage.
 package meshcli
 
 import (
@@ -21,15 +21,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshwatch"
-)
-
-// Exit codes.
-const (
-	ExitOK    = 0
-	ExitMESH  = 1
-	ExitUsage = 2
 )
 
 // WorkflowEnv names the variable send-file falls back to when --workflow is not given.
@@ -64,11 +58,11 @@ func CommandNames() []string {
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
-		return ExitOK
+		return cli.ExitOK
 	case errors.Is(err, mesh.ErrInvalidArgument), errors.Is(err, errUsage):
-		return ExitUsage
+		return cli.ExitUsage
 	default:
-		return ExitMESH
+		return cli.ExitFailure
 	}
 }
 
@@ -89,7 +83,7 @@ func fail(stderr io.Writer, name string, err error) int {
 func usageError(stderr io.Writer, fs *flag.FlagSet, format string, a ...any) int {
 	fmt.Fprintf(stderr, "%s: %s\n", fs.Name(), fmt.Sprintf(format, a...))
 	fs.Usage()
-	return ExitUsage
+	return cli.ExitUsage
 }
 
 // newFlagSet builds a flag set whose usage line names the positional arguments.
@@ -111,9 +105,9 @@ func parse(fs *flag.FlagSet, args []string) ([]string, int, bool) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, ExitOK, false
+				return nil, cli.ExitOK, false
 			}
-			return nil, ExitUsage, false
+			return nil, cli.ExitUsage, false
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -169,7 +163,7 @@ func ValidateMailbox(ctx context.Context, c *mesh.Client, args []string, stdout,
 	if err := writeJSON(stdout, out); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
-	return ExitOK
+	return cli.ExitOK
 }
 
 // CheckInbox prints the inbox: usage `check-inbox [--max-results N]`, output {"messages": [...], "count": N}.
@@ -206,7 +200,7 @@ func CheckInbox(ctx context.Context, c *mesh.Client, args []string, stdout, stde
 	if err := writeJSON(stdout, out); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
-	return ExitOK
+	return cli.ExitOK
 }
 
 // GetMessage downloads a message: usage `get-message [--out FILE] MESSAGE_ID`. Without --out the body
@@ -231,7 +225,7 @@ func GetMessage(ctx context.Context, c *mesh.Client, args []string, stdout, stde
 		if _, err := io.Copy(stdout, d.Body); err != nil {
 			return fail(stderr, fs.Name(), fmt.Errorf("download %s: %w", pos[0], err))
 		}
-		return ExitOK
+		return cli.ExitOK
 	}
 	n, err := writeFileAtomically(*out, d.Body)
 	if err != nil {
@@ -244,7 +238,7 @@ func GetMessage(ctx context.Context, c *mesh.Client, args []string, stdout, stde
 	if err := writeJSON(stdout, summary); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
-	return ExitOK
+	return cli.ExitOK
 }
 
 // writeFileAtomically writes r to path through a temporary file in the same directory, so a failed
@@ -287,7 +281,7 @@ func AckMessage(ctx context.Context, c *mesh.Client, args []string, stdout, stde
 	if err := writeJSON(stdout, map[string]string{"message_id": pos[0], "status": mesh.StatusAcknowledged}); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
-	return ExitOK
+	return cli.ExitOK
 }
 
 // Track prints MESH's tracking JSON for a sent message: usage `track MESSAGE_ID`.
@@ -323,16 +317,32 @@ func Track(ctx context.Context, c *mesh.Client, args []string, stdout, stderr io
 	if err := writeJSON(stdout, v); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
-	return ExitOK
+	return cli.ExitOK
 }
 
 // SendFile sends a file: usage
 // `send-file --to MAILBOX [--workflow ID] [--local-id ID] [--subject S] [--content-type T] [--no-compress] FILE`.
 // --workflow defaults to $MESH_WORKFLOW_ID. Prints {"message_id": "..."}.
 func SendFile(ctx context.Context, c *mesh.Client, args []string, stdout, stderr io.Writer) int {
+	return SendFileWithDefault("")(ctx, c, args, stdout, stderr)
+}
+
+// SendFileWithDefault is SendFile whose --workflow falls back, after $MESH_WORKFLOW_ID, to
+// defaultWorkflow (the sender passes its MESH_DPS_WORKFLOW_ID); "" for none.
+func SendFileWithDefault(defaultWorkflow string) Command {
+	return func(ctx context.Context, c *mesh.Client, args []string, stdout, stderr io.Writer) int {
+		return sendFile(ctx, c, defaultWorkflow, args, stdout, stderr)
+	}
+}
+
+func sendFile(ctx context.Context, c *mesh.Client, defaultWorkflow string, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("send-file", "--to MAILBOX [--workflow ID] [--local-id ID] [--subject S] [--no-compress] FILE", "Send FILE to a MESH mailbox (gzip-compressed unless --no-compress).", stderr)
 	to := fs.String("to", "", "recipient mailbox id (required)")
-	workflow := fs.String("workflow", "", "workflow id (default $"+WorkflowEnv+")")
+	workflowHelp := "workflow id (default $" + WorkflowEnv + ")"
+	if defaultWorkflow != "" {
+		workflowHelp = "workflow id (default $" + WorkflowEnv + ", then " + defaultWorkflow + ")"
+	}
+	workflow := fs.String("workflow", "", workflowHelp)
 	localID := fs.String("local-id", "", "mex-LocalID to set")
 	subject := fs.String("subject", "", "mex-Subject to set")
 	contentType := fs.String("content-type", "", "Content-Type (default: text/csv for .csv files, else application/octet-stream)")
@@ -349,6 +359,9 @@ func SendFile(ctx context.Context, c *mesh.Client, args []string, stdout, stderr
 	}
 	if *workflow == "" {
 		*workflow = os.Getenv(WorkflowEnv)
+	}
+	if *workflow == "" {
+		*workflow = defaultWorkflow
 	}
 	if *workflow == "" {
 		return usageError(stderr, fs, "--workflow is required (or set %s)", WorkflowEnv)
@@ -384,5 +397,5 @@ func SendFile(ctx context.Context, c *mesh.Client, args []string, stdout, stderr
 	if err := writeJSON(stdout, map[string]string{"message_id": id}); err != nil {
 		return fail(stderr, fs.Name(), err)
 	}
-	return ExitOK
+	return cli.ExitOK
 }

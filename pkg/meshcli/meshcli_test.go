@@ -264,6 +264,33 @@ func TestSendFileWorkflowFromEnvironment(t *testing.T) {
 	}
 }
 
+// TestSendFileDefaultWorkflow: the default a program passes (the sender's MESH_DPS_WORKFLOW_ID) comes
+// after --workflow and MESH_WORKFLOW_ID.
+func TestSendFileDefaultWorkflow(t *testing.T) {
+	cases := []struct {
+		name, def, env string
+		args           []string
+	}{
+		{"default alone", workflow, "", nil},
+		{"environment before the default", "DEFAULT_WF", workflow, nil},
+		{"flag before both", "DEFAULT_WF", "ENV_WF", []string{"--workflow", workflow}},
+		{"flag with = before both", "DEFAULT_WF", "ENV_WF", []string{"--workflow=" + workflow}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			t.Setenv(meshcli.WorkflowEnv, c.env)
+			args := append([]string{"--to", receiverMB}, c.args...)
+			r := run(t, meshcli.SendFileWithDefault(c.def), f.sender, append(args, writeFile(t, "y.dat", []byte("payload")))...)
+			r.expect(t, 0)
+			msgs := f.sb.Messages(senderMB)
+			if len(msgs) != 1 || msgs[0].WorkflowID != workflow {
+				t.Fatalf("messages %+v, want one with workflow %s", msgs, workflow)
+			}
+		})
+	}
+}
+
 func TestExitCode(t *testing.T) {
 	cases := []struct {
 		err  error

@@ -1,96 +1,26 @@
-// Package process holds the start-up and shut-down every main package shares: signals, the logger,
-// connections to Postgres and NATS with the schema and topology in place, the MESH client, exit codes,
-// subcommand dispatch, a service's life around its work (health server, outbox relay, drain, flush),
-// the shape of the replay commands, and test failpoints. It holds no business logic.
+// Package process holds the start-up and shut-down every main package shares beyond pkg/cli's command
+// framework: connections to Postgres and NATS with the schema and topology in place, the MESH client,
+// a service's life around its work (health server, outbox relay, drain, flush), and the service,
+// MESH-operator and replay commands built on cli.Spec. It holds no business logic.
 package process
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
-	"github.com/nhs-dps/dps-pipeline/pkg/failpoint"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
-	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshwatch"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
-
-// Exit codes shared by every command.
-const (
-	ExitOK        = 0
-	ExitFailure   = 1
-	ExitUsage     = 2
-	ExitFailpoint = failpoint.ExitCode
-)
-
-// UsageError is a command-line mistake; it exits 2.
-type UsageError struct{ Msg string }
-
-func (e *UsageError) Error() string { return e.Msg }
-
-// Usagef builds a UsageError.
-func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
-
-// SignalContext is cancelled on SIGINT or SIGTERM, which starts a graceful drain.
-func SignalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
-
-// NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT and makes it slog's default, so
-// that what libraries log through slog.Default (NATS connection events) has the same format and passes
-// through the same redaction.
-func NewLogger(cfg config.Shared, w io.Writer) (*slog.Logger, error) {
-	level, err := logging.ParseLevel(cfg.LogLevel)
-	if err != nil {
-		return nil, &config.Error{Var: "LOG_LEVEL", Problem: err.Error()}
-	}
-	log, err := logging.New(w, level, cfg.LogFormat)
-	if err != nil {
-		return nil, &config.Error{Var: "LOG_FORMAT", Problem: err.Error()}
-	}
-	slog.SetDefault(log)
-	return log, nil
-}
-
-// ExitCode maps an error from run to the process's exit status.
-func ExitCode(err error) int {
-	var ce *config.Error
-	var ue *UsageError
-	switch {
-	case err == nil:
-		return ExitOK
-	case errors.As(err, &ce), errors.As(err, &ue):
-		return ExitUsage
-	}
-	return ExitFailure
-}
-
-// Fatal prints err as one line on w (scrubbed of secrets) and returns its exit code.
-func Fatal(w io.Writer, name string, err error) int {
-	if err == nil {
-		return ExitOK
-	}
-	var ce *config.Error
-	prefix := name + ": "
-	if errors.As(err, &ce) {
-		prefix += "configuration: "
-	}
-	fmt.Fprintln(w, prefix+logging.ScrubString(strings.ReplaceAll(err.Error(), "\n", " ")))
-	return ExitCode(err)
-}
 
 // Deps are the connections a service holds for its whole life.
 type Deps struct {

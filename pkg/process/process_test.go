@@ -3,7 +3,6 @@ package process
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,43 +13,6 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 )
-
-func TestExitCode(t *testing.T) {
-	tests := []struct {
-		err  error
-		want int
-	}{
-		{nil, ExitOK},
-		{&config.Error{Var: "MESH_JOBS_ENABLED", Problem: "must be true or false"}, ExitUsage},
-		{fmt.Errorf("load: %w", &config.Error{Var: "X", Problem: "y"}), ExitUsage},
-		{Usagef("unknown flag %s", "--x"), ExitUsage},
-		{errors.New("connect nats: refused"), ExitFailure},
-	}
-	for _, tt := range tests {
-		if got := ExitCode(tt.err); got != tt.want {
-			t.Errorf("ExitCode(%v) = %d, want %d", tt.err, got, tt.want)
-		}
-	}
-}
-
-func TestFatalPrintsOneScrubbedLine(t *testing.T) {
-	var buf bytes.Buffer
-	code := Fatal(&buf, "sender", errors.New("connect postgres://u:hunter2@db/dps:\nrefused"))
-	if code != ExitFailure {
-		t.Errorf("code = %d", code)
-	}
-	out := buf.String()
-	if strings.Count(out, "\n") != 1 || strings.Contains(out, "hunter2") || !strings.HasPrefix(out, "sender: ") {
-		t.Errorf("Fatal printed %q", out)
-	}
-	buf.Reset()
-	if code := Fatal(&buf, "tracker", &config.Error{Var: "MESH_JOBS_ENABLED", Problem: "must be true or false"}); code != ExitUsage {
-		t.Errorf("config error code = %d", code)
-	}
-	if got := buf.String(); got != "tracker: configuration: MESH_JOBS_ENABLED: must be true or false\n" {
-		t.Errorf("config error line = %q", got)
-	}
-}
 
 func TestNewMESHClientReadsPEMTextOrFiles(t *testing.T) {
 	ca, err := meshsandbox.NewCA()

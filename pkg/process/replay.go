@@ -2,14 +2,13 @@ package process
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 )
@@ -33,32 +32,42 @@ type ReplayCommand[C any] struct {
 	Handler func(ctx context.Context, cfg C, deps *Deps, log *slog.Logger, opts *replay.Options) (replay.Handler, error)
 }
 
-// Main runs the command with args (what follows the subcommand) and returns the exit code.
+// Main runs the command with args (what follows the subcommand) under ctx and returns the exit code.
 func (c ReplayCommand[C]) Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	opts, r, err := replay.ParseArgsTo(stderr, c.Name, args, time.Now())
-	if errors.Is(err, flag.ErrHelp) {
-		return ExitOK // the flag package has printed the usage
+	var opts *replay.Options
+	var r replay.Range
+	var shared config.Shared
+	return cli.Spec[C]{
+		Name: c.Name,
+		Parse: func(args []string, stderr io.Writer) (err error) {
+			opts, r, err = replay.ParseArgsTo(stderr, c.Name, args, time.Now())
+			return err
+		},
+		Load: func() (C, config.Shared, error) {
+			cfg, sh, err := c.Load()
+			if err == nil && c.Refuse != nil {
+				err = c.Refuse(cfg, opts)
+			}
+			shared = sh
+			return cfg, sh, err
+		},
+		// Progress and warnings on stderr, in the configured format; the summary alone on stdout.
+		Run: func(ctx context.Context, cfg C, log *slog.Logger, stdout, stderr io.Writer) error {
+			if c.ForceWarning != "" && opts.Force && !opts.DryRun {
+				fmt.Fprintln(stderr, c.ForceWarning)
+			}
+			return c.run(ctx, cfg, shared, log, opts, r, stdout)
+		},
+	}.Exec(ctx, args, stdout, stderr)
+}
+
+// Command is Main under a context that SIGINT or SIGTERM cancels, for cli.Dispatch.
+func (c ReplayCommand[C]) Command() cli.Command {
+	return func(args []string, stdout, stderr io.Writer) int {
+		ctx, stop := cli.SignalContext()
+		defer stop()
+		return c.Main(ctx, args, stdout, stderr)
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return ExitUsage
-	}
-	cfg, shared, err := c.Load()
-	if err == nil && c.Refuse != nil {
-		err = c.Refuse(cfg, opts)
-	}
-	if err != nil {
-		return Fatal(stderr, c.Name, err)
-	}
-	// Progress and warnings on stderr, in the configured format; the summary alone on stdout.
-	log, err := NewLogger(shared, stderr)
-	if err != nil {
-		return Fatal(stderr, c.Name, err)
-	}
-	if c.ForceWarning != "" && opts.Force && !opts.DryRun {
-		fmt.Fprintln(stderr, c.ForceWarning)
-	}
-	return Fatal(stderr, c.Name, c.run(ctx, cfg, shared, log, opts, r, stdout))
 }
 
 func (c ReplayCommand[C]) run(ctx context.Context, cfg C, shared config.Shared, log *slog.Logger, opts *replay.Options, r replay.Range, stdout io.Writer) error {

@@ -11,7 +11,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 )
 
-// TestStopMidBatch cancels Run's context, as SIGTERM does through process.SignalContext, while a
+// TestStopMidBatch cancels Run's context, as SIGTERM does through cli.SignalContext, while a
 // batch is waiting on MESH. Within the shutdown grace the batch in hand finishes: every export it
 // locked is moved on and its event enqueued. Past the grace nothing of the batch is committed, so
 // every export stays accepted and due, and no event exists for a transition that did not happen.
