@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 )
 
@@ -35,10 +36,15 @@ type Stage struct {
 // Stages is the lifecycle in order: created → accepted (sent to MESH) → acknowledged (downloaded by
 // DPS), or failed from any point.
 var Stages = []Stage{
-	{Status: "created", Column: "created_at", Header: "CREATED"},
-	{Status: "accepted", Column: "sent_at", Header: "SENT"},
-	{Status: "acknowledged", Column: "acknowledged_at", Header: "ACKNOWLEDGED", Final: true},
-	{Status: "failed", Column: "failed_at", Header: "FAILED", Final: true},
+	stage(lifecycle.Created, "created_at", "CREATED"),
+	stage(lifecycle.Accepted, "sent_at", "SENT"),
+	stage(lifecycle.Acknowledged, "acknowledged_at", "ACKNOWLEDGED"),
+	stage(lifecycle.Failed, "failed_at", "FAILED"),
+}
+
+// stage is the Stage of a lifecycle status: its name and finality are pkg/lifecycle's.
+func stage(s lifecycle.Status, column, header string) Stage {
+	return Stage{Status: s.String(), Column: column, Header: header, Final: s.Final()}
 }
 
 // Statuses are the status names of Stages, in order.
