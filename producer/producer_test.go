@@ -216,6 +216,9 @@ func TestCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("--out file mode %v (%v), want 0600: it holds patient data", fi.Mode().Perm(), err)
+	}
 	if res, err := dps.Check(bytes.NewReader(local)); err != nil || res.Rows != got[0].Rows {
 		t.Fatalf("--out file: %d rows, %v", res.Rows, err)
 	}

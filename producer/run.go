@@ -81,7 +81,7 @@ func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.L
 		goPart("request consumer", consumer.Run)
 		goPart("schedule", schedule.Run)
 		goPart("orphan sweep", func(ctx context.Context) error {
-			sweepLoop(ctx, deps, objects, log)
+			sweepLoop(ctx, deps, objects, cfg.ObjectRetention, log)
 			return nil
 		})
 		<-ctx.Done()
@@ -121,7 +121,7 @@ func newExporter(ctx context.Context, cfg config.Producer, deps *process.Deps, l
 	return objects, export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics}), nil
 }
 
-func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.ObjectStore, log *slog.Logger) {
+func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.ObjectStore, retention time.Duration, log *slog.Logger) {
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	for {
@@ -134,6 +134,11 @@ func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.Object
 			log.Warn("orphan sweep", slog.Any("error", err))
 		} else if n > 0 {
 			log.Info("orphan sweep", slog.Int("deleted", n))
+		}
+		if n, err := export.SweepRetained(ctx, deps.Pool, objects, retention, time.Now(), log); err != nil {
+			log.Warn("retention sweep", slog.Any("error", err))
+		} else if n > 0 {
+			log.Info("retention sweep", slog.Int("deleted", n))
 		}
 	}
 }
@@ -240,8 +245,22 @@ func copyOpener(cmd command) (func(export.Result) (io.WriteCloser, error), error
 		if dir {
 			path = filepath.Join(cmd.out, r.Filename)
 		}
-		return os.Create(path)
+		return createPrivate(path)
 	}, nil
+}
+
+// createPrivate creates (or truncates) path for the owner alone: an export file holds patient data.
+// A file that already existed with wider permissions is narrowed before anything is written to it.
+func createPrivate(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // runRequest is `producer request`: publish a request exactly as another system would.

@@ -69,6 +69,8 @@ type Producer struct {
 	Shared
 	Schedule    string `env:"PRODUCER_SCHEDULE" envDefault:"0 2 * * *"`
 	UniqueIDURI string `env:"DPS_UNIQUE_ID_URI" envDefault:"https://manage-vaccinations-in-schools.nhs.uk/vaccination-records"`
+	// ObjectRetention is how long an export's file stays in the Object Store after DPS acknowledged it.
+	ObjectRetention time.Duration `env:"DPS_OBJECT_RETENTION" envDefault:"168h"`
 	// MESHJobsEnabled is read, though the producer never calls MESH, so that one environment shared by
 	// all three processes is checked the same way by each: a typo in the gate stops every one of them.
 	MESHJobsEnabled bool `env:"MESH_JOBS_ENABLED" envDefault:"false"`
@@ -126,6 +128,9 @@ func LoadProducer() (Producer, error) {
 	}
 	if c.UniqueIDURI == "" {
 		return c, &Error{Var: "DPS_UNIQUE_ID_URI", Problem: "must not be empty"}
+	}
+	if c.ObjectRetention <= 0 {
+		return c, &Error{Var: "DPS_OBJECT_RETENTION", Problem: "must be a positive duration such as 168h"}
 	}
 	return c, nil
 }

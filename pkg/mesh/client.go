@@ -65,6 +65,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now stamps tokens (tests); default time.Now.
 	Now func() time.Time
+	// SpoolDir is where the private spool directory (dps-spool-<uid>, mode 0700) of bodies that must be
+	// read twice is made; default os.TempDir().
+	SpoolDir string
 	// OnError, when set, is told of every failed attempt of a request (each MESH error response and each
 	// network failure, retried or not, but not the caller giving up), for metrics. It must be quick.
 	OnError func(*Error)
@@ -72,12 +75,13 @@ type Config struct {
 
 // Client talks to one MESH mailbox. It is safe for concurrent use.
 type Client struct {
-	base    *url.URL
-	mailbox string
-	cfg     Config
-	hc      *http.Client
-	log     *slog.Logger
-	headers http.Header
+	base     *url.URL
+	spoolDir string
+	mailbox  string
+	cfg      Config
+	hc       *http.Client
+	log      *slog.Logger
+	headers  http.Header
 }
 
 // New validates cfg, applies defaults and returns a Client. It does not contact MESH (see Handshake).
@@ -144,13 +148,20 @@ func New(cfg Config) (*Client, error) {
 			slog.String("mesh_url", base.Redacted()))
 	}
 
+	spoolDir, err := privateSpoolDir(cfg.SpoolDir)
+	if err != nil {
+		return nil, err
+	}
+	cleanSpoolDir(spoolDir, log)
+
 	return &Client{
-		base:    base,
-		mailbox: cfg.Mailbox,
-		cfg:     cfg,
-		hc:      hc,
-		log:     log,
-		headers: staticHeaders(cfg.ClientVersion),
+		base:     base,
+		spoolDir: spoolDir,
+		mailbox:  cfg.Mailbox,
+		cfg:      cfg,
+		hc:       hc,
+		log:      log,
+		headers:  staticHeaders(cfg.ClientVersion),
 	}, nil
 }
 

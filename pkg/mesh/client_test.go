@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -877,11 +878,19 @@ func TestSendLeavesNoSpoolFiles(t *testing.T) {
 			t.Fatalf("send to unknown mailbox: %v", err)
 		}
 	}
+	// Only the private spool directory is made in TMPDIR, and it is empty.
 	left, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 0 {
-		t.Fatalf("spool files left behind: %v", left)
+	if len(left) != 1 || !left[0].IsDir() {
+		t.Fatalf("TMPDIR holds %v, want only the spool directory", left)
+	}
+	spooled, err := os.ReadDir(filepath.Join(dir, left[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spooled) != 0 {
+		t.Fatalf("spool files left behind: %v", spooled)
 	}
 }

@@ -249,14 +249,11 @@ func (c *Client) planChunks(ctx context.Context, m OutboundMessage) (*chunkPlan,
 			return p, nil
 		}
 	}
-	f, err := os.CreateTemp("", "mesh-send-*")
+	f, err := createSpoolFile(c.spoolDir)
 	if err != nil {
 		return nil, fmt.Errorf("mesh send: spool file: %w", err)
 	}
-	cleanup := func() {
-		f.Close()
-		os.Remove(f.Name())
-	}
+	cleanup := func() { f.Close() }
 	p := &chunkPlan{src: f, cleanup: cleanup}
 	if m.Compress {
 		err = spoolCompressed(ctx, f, m.Body, size, p)
