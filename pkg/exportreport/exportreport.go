@@ -24,37 +24,26 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 )
 
-// Stage is one status of an export's lifecycle and the column of dps_exports recording when the
-// export reached it.
+// Stage is one status of an export's lifecycle, as the listing shows it.
 type Stage struct {
-	Status string // the status in dps_exports.status
-	Column string // its timestamp column, also the JSON field of the listing
+	Status lifecycle.Status
+	Column string // the status's time column (lifecycle), also the JSON field of the listing
 	Header string // the listing's column header for that time
-	Final  bool   // an export in this status moves no further
 }
 
-// Stages is the lifecycle in order: created → accepted (sent to MESH) → acknowledged (downloaded by
-// DPS), or failed from any point.
-var Stages = []Stage{
-	stage(lifecycle.Created, "created_at", "CREATED"),
-	stage(lifecycle.Accepted, "sent_at", "SENT"),
-	stage(lifecycle.Acknowledged, "acknowledged_at", "ACKNOWLEDGED"),
-	stage(lifecycle.Failed, "failed_at", "FAILED"),
-}
-
-// stage is the Stage of a lifecycle status: its name and finality are pkg/lifecycle's.
-func stage(s lifecycle.Status, column, header string) Stage {
-	return Stage{Status: s.String(), Column: column, Header: header, Final: s.Final()}
-}
-
-// Statuses are the status names of Stages, in order.
-func Statuses() []string {
-	out := make([]string, len(Stages))
-	for i, s := range Stages {
-		out[i] = s.Status
+// Stages are the statuses of pkg/lifecycle in order, each with the column of its time. The time of
+// Accepted is when the file was sent, so its header says SENT.
+func Stages() []Stage {
+	var out []Stage
+	for _, s := range lifecycle.All() {
+		header := strings.ToUpper(strings.TrimSuffix(s.TimeColumn(), "_at"))
+		out = append(out, Stage{Status: s, Column: s.TimeColumn(), Header: header})
 	}
 	return out
 }
+
+// Statuses are the status names, in lifecycle order.
+func Statuses() []string { return lifecycle.Names(lifecycle.All()) }
 
 // Filter selects exports for List. The zero value selects every export.
 type Filter struct {
@@ -83,8 +72,8 @@ type Export struct {
 
 // Time is when the export reached status, nil if it has not.
 func (e Export) Time(status string) *time.Time {
-	for i, s := range Stages {
-		if s.Status == status && i < len(e.Times) {
+	for i, s := range Stages() {
+		if s.Status.String() == status && i < len(e.Times) {
 			return e.Times[i]
 		}
 	}
@@ -116,7 +105,7 @@ func (e Export) MarshalJSON() ([]byte, error) {
 		{"export_id", e.ExportID}, {"request_id", e.RequestID}, {"programme", e.Programme},
 		{"filename", e.Filename}, {"rows", e.Rows}, {"refused_rows", e.RefusedRows}, {"status", e.Status},
 	}
-	for i, s := range Stages {
+	for i, s := range Stages() {
 		var t *time.Time
 		if i < len(e.Times) && e.Times[i] != nil {
 			u := e.Times[i].UTC()
@@ -148,8 +137,8 @@ func List(ctx context.Context, pool *pgxpool.Pool, f Filter) ([]Export, error) {
 	if f.Status != "" && !slices.Contains(Statuses(), f.Status) {
 		return nil, fmt.Errorf("list exports: unknown status %q (want one of %s)", f.Status, strings.Join(Statuses(), ", "))
 	}
-	cols := make([]string, len(Stages))
-	for i, s := range Stages {
+	cols := make([]string, len(Stages()))
+	for i, s := range Stages() {
 		cols[i] = "e." + s.Column
 	}
 	// The stage columns come from Stages, never from input.
@@ -172,7 +161,7 @@ ORDER BY e.created_at DESC, e.id`
 		return nil, fmt.Errorf("list exports: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Export, error) {
-		e := Export{Times: make([]*time.Time, len(Stages))}
+		e := Export{Times: make([]*time.Time, len(Stages()))}
 		dest := []any{&e.ExportID, &e.RequestID, &e.Programme, &e.Filename, &e.Rows, &e.RefusedRows, &e.Status}
 		for i := range e.Times {
 			dest = append(dest, &e.Times[i])
@@ -200,8 +189,8 @@ type Totals struct {
 // Sum adds up exports.
 func Sum(exports []Export) Totals {
 	t := Totals{ByStatus: map[string]int{}}
-	for _, s := range Stages {
-		t.ByStatus[s.Status] = 0
+	for _, s := range Stages() {
+		t.ByStatus[s.Status.String()] = 0
 	}
 	for _, e := range exports {
 		t.Exports++
@@ -215,7 +204,7 @@ func Sum(exports []Export) Totals {
 // Columns are the header of the text listing, in order.
 func Columns() []string {
 	cols := []string{"PROGRAMME", "FILE", "ROWS", "REFUSED", "STATUS"}
-	for _, s := range Stages {
+	for _, s := range Stages() {
 		cols = append(cols, s.Header)
 	}
 	return append(cols, "MESH_MESSAGE_ID", "EXPORT_ID", "ERROR")
@@ -236,7 +225,7 @@ func WriteText(w io.Writer, exports []Export) error {
 	}
 	for _, e := range exports {
 		cells := []string{e.Programme, e.Filename, strconv.Itoa(e.Rows), strconv.Itoa(e.RefusedRows), e.Status}
-		for i := range Stages {
+		for i := range Stages() {
 			cell := "-"
 			if i < len(e.Times) && e.Times[i] != nil {
 				cell = e.Times[i].UTC().Format(time.RFC3339)
@@ -260,9 +249,9 @@ func WriteText(w io.Writer, exports []Export) error {
 // TotalsLine is the listing's last line, e.g.
 // "total: 4 exports, 1200 rows, 3 refused; created 0, accepted 1, acknowledged 2, failed 1".
 func TotalsLine(t Totals) string {
-	parts := make([]string, len(Stages))
-	for i, s := range Stages {
-		parts[i] = fmt.Sprintf("%s %d", s.Status, t.ByStatus[s.Status])
+	parts := make([]string, len(Stages()))
+	for i, s := range Stages() {
+		parts[i] = fmt.Sprintf("%s %d", s.Status, t.ByStatus[s.Status.String()])
 	}
 	return fmt.Sprintf("total: %d exports, %d rows, %d refused; %s", t.Exports, t.Rows, t.RefusedRows, strings.Join(parts, ", "))
 }
@@ -311,11 +300,11 @@ func (c AgeCollector) Collect(ch chan<- prometheus.Metric) {
 func OldestAges(ctx context.Context, pool *pgxpool.Pool) (map[string]time.Duration, error) {
 	var parts []string
 	var args []any
-	for _, s := range Stages {
-		if s.Final {
+	for _, s := range Stages() {
+		if s.Status.Final() {
 			continue
 		}
-		args = append(args, s.Status)
+		args = append(args, s.Status.String())
 		// The columns come from Stages, never from input.
 		parts = append(parts, fmt.Sprintf(`SELECT $%d::text, coalesce(extract(epoch FROM now() - min(coalesce(%s, created_at))), 0)::float8
 FROM dps_exports WHERE status = $%d`, len(args), s.Column, len(args)))

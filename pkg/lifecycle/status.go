@@ -9,8 +9,9 @@
 //
 // # Adding a status
 //
-//  1. Add the constant to the Status list and its name to statusNames (the name is what dps_exports
-//     holds and what JSON and metrics show).
+//  1. Add the constant to the Status list, its name to statusNames (the name is what dps_exports
+//     holds and what JSON and metrics show) and the column recording when an export entered it to
+//     timeColumns (what `tracker exports` lists and the export age metrics measure from).
 //  2. Say where it may be entered from in allowed, and, in Status.Released, whether entering it gives
 //     the export's records back to the queue (as Failed does): the candidate query then ignores such
 //     exports through LiveCondition.
@@ -52,6 +53,24 @@ var statusNames = [...]string{
 	Accepted:     "accepted",
 	Acknowledged: "acknowledged",
 	Failed:       "failed",
+}
+
+// timeColumns are the dps_exports columns recording when an export entered each status.
+var timeColumns = [...]string{
+	Created:      "created_at",
+	Accepted:     "sent_at",
+	Acknowledged: "acknowledged_at",
+	Failed:       "failed_at",
+}
+
+// TimeColumn is the dps_exports column that records when an export entered the status ("sent_at" for
+// Accepted), for the listings and metrics that show an export's lifecycle. It is a constant of this
+// package, safe to put in a query's text.
+func (s Status) TimeColumn() string {
+	if s.valid() && int(s) < len(timeColumns) && timeColumns[s] != "" {
+		return timeColumns[s]
+	}
+	return "created_at"
 }
 
 // allowed lists, for each status, the statuses it may be entered from.
