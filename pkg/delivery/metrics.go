@@ -54,5 +54,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Received, m.Sent, m.DuplicatesAvoided, m.Retries, m.Failures, m.SendDuration, m.BytesSent,
 		m.InFlight, m.GateClosedWarnings)
+	// Every labelled series exists from the first scrape, so that the dashboard and the alerts see zero
+	// rather than no data, and rate() sees the first increment.
+	for _, how := range []string{"new", "adopted", "forced"} {
+		m.Sent.WithLabelValues(how)
+	}
+	for _, reason := range []string{"transient", "locked"} {
+		m.Retries.WithLabelValues(reason)
+	}
+	for _, reason := range []string{"mesh", "object", "exhausted", "invalid", "missing_export", "mismatch"} {
+		m.Failures.WithLabelValues(reason)
+	}
 	return m
 }

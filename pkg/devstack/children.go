@@ -59,6 +59,9 @@ func (s *Stack) childEnv() []string {
 	if s.meshInsecure {
 		env = append(env, "MESH_DISABLE_SSL_VERIFICATION=true")
 	}
+	if s.certFile != "" {
+		env = append(env, "MESH_CERTIFICATE="+s.certFile, "MESH_PRIVATE_KEY="+s.keyFile)
+	}
 	return append(env,
 		"MESH_DPS_MAILBOX="+s.dpsMailbox,
 		"MESH_DPS_WORKFLOW_ID="+dpsWorkflowID,

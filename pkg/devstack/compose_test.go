@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -63,13 +67,16 @@ func TestComposeServices(t *testing.T) {
 	}{
 		{"default", nil,
 			[]string{"mesh-sandbox", "nats", "postgres", "producer", "sender", "tracker"},
-			[]string{"mesh-sandbox-go", "nats-1", "nats-2", "nats-3"}},
+			[]string{"grafana", "mesh-sandbox-go", "nats-1", "nats-2", "nats-3", "prometheus"}},
 		{"go-sandbox", []string{"go-sandbox"},
 			[]string{"mesh-sandbox", "mesh-sandbox-go", "nats", "postgres", "producer", "sender", "tracker"},
-			[]string{"nats-1", "nats-2", "nats-3"}},
+			[]string{"grafana", "nats-1", "nats-2", "nats-3", "prometheus"}},
 		{"cluster", []string{"cluster"},
 			[]string{"mesh-sandbox", "nats", "nats-1", "nats-2", "nats-3", "postgres", "producer", "sender", "tracker"},
-			[]string{"mesh-sandbox-go"}},
+			[]string{"grafana", "mesh-sandbox-go", "prometheus"}},
+		{"observability", []string{"observability"},
+			[]string{"grafana", "mesh-sandbox", "nats", "postgres", "producer", "prometheus", "sender", "tracker"},
+			[]string{"mesh-sandbox-go", "nats-1", "nats-2", "nats-3"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -348,10 +355,10 @@ func TestComposeStopGrace(t *testing.T) {
 	}
 }
 
-// TestComposeAllProfiles: both profiles together load and validate, as `docker compose --profile
-// go-sandbox --profile cluster config` would.
+// TestComposeAllProfiles: every profile together loads and validates, as `docker compose --profile
+// go-sandbox --profile cluster --profile observability config` would.
 func TestComposeAllProfiles(t *testing.T) {
-	p := loadCompose(t, []string{"go-sandbox", "cluster"},
+	p := loadCompose(t, []string{"go-sandbox", "cluster", "observability"},
 		"MESH_BASE_URL=https://mesh-sandbox-go:8700",
 		"NATS_URL=nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222", "NATS_STREAM_REPLICAS=3")
 	if len(p.DisabledServices) != 0 {
@@ -363,5 +370,122 @@ func TestComposeAllProfiles(t *testing.T) {
 				t.Errorf("%s depends on %s, which is not defined", name, dep)
 			}
 		}
+	}
+}
+
+// TestComposeObservabilityProfile: `docker compose --profile observability` runs the official Prometheus
+// and Grafana images, provisioned with the files of observability/ that the other tests check: the
+// alert rules where prometheus.yml loads them, scrape targets that are the three processes on the port
+// of their HTTP_ADDR, the datasource the dashboard names, and the dashboard directory Grafana reads.
+func TestComposeObservabilityProfile(t *testing.T) {
+	p := loadCompose(t, []string{"observability"})
+	prom, graf := p.Services["prometheus"], p.Services["grafana"]
+	if !strings.HasPrefix(prom.Image, "prom/prometheus:v3") {
+		t.Errorf("prometheus image %q, want the official prom/prometheus v3", prom.Image)
+	}
+	if !strings.HasPrefix(graf.Image, "grafana/grafana:") {
+		t.Errorf("grafana image %q, want the official grafana/grafana", graf.Image)
+	}
+	if d, ok := graf.DependsOn["prometheus"]; !ok || d.Condition != types.ServiceConditionHealthy {
+		t.Error("grafana does not wait for prometheus")
+	}
+	mounts := func(s types.ServiceConfig) map[string]string {
+		m := map[string]string{}
+		for _, v := range s.Volumes {
+			m[v.Target] = v.Source
+			if v.Type == types.VolumeTypeBind {
+				if _, err := os.Stat(v.Source); err != nil {
+					t.Errorf("%s mounts %s, which is not in the repository: %v", s.Name, v.Source, err)
+				}
+				if !v.ReadOnly {
+					t.Errorf("%s mounts %s writable", s.Name, v.Source)
+				}
+			}
+		}
+		return m
+	}
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	obs := filepath.Join(root, "observability")
+	promMounts, grafMounts := mounts(prom), mounts(graf)
+	assertVolume(t, p, "prometheus", "/prometheus")
+	assertVolume(t, p, "grafana", "/var/lib/grafana")
+
+	var promConfig struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+			DNSSDConfigs []struct {
+				Names []string `yaml:"names"`
+				Type  string   `yaml:"type"`
+				Port  int      `yaml:"port"`
+			} `yaml:"dns_sd_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, promMounts["/etc/prometheus/prometheus.yml"], &promConfig)
+	if promMounts["/etc/prometheus/prometheus.yml"] != filepath.Join(obs, "prometheus", "prometheus.yml") {
+		t.Errorf("prometheus.yml mounted from %q", promMounts["/etc/prometheus/prometheus.yml"])
+	}
+	for _, rf := range promConfig.RuleFiles {
+		if promMounts[rf] != filepath.Join(obs, "prometheus", "alerts.yml") {
+			t.Errorf("rule file %s is mounted from %q, not observability/prometheus/alerts.yml", rf, promMounts[rf])
+		}
+	}
+	if len(promConfig.RuleFiles) != 1 {
+		t.Errorf("rule_files %v, want the one alerts file", promConfig.RuleFiles)
+	}
+	scraped := map[string]bool{}
+	for _, sc := range promConfig.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				host, port, _ := strings.Cut(target, ":")
+				scraped[host+":"+port] = true
+			}
+		}
+		for _, dns := range sc.DNSSDConfigs {
+			for _, n := range dns.Names {
+				scraped[n+":"+strconv.Itoa(dns.Port)] = dns.Type == "A"
+			}
+		}
+	}
+	for _, name := range pipeline {
+		_, port, _ := strings.Cut(*p.Services[name].Environment["HTTP_ADDR"], ":")
+		if !scraped[name+":"+port] {
+			t.Errorf("prometheus does not scrape %s on port %s (its HTTP_ADDR): %v", name, port, scraped)
+		}
+	}
+
+	var datasources struct {
+		Datasources []struct {
+			UID, Type, URL string
+		}
+	}
+	provisioning := grafMounts["/etc/grafana/provisioning"]
+	readYAML(t, filepath.Join(provisioning, "datasources", "prometheus.yml"), &datasources)
+	if len(datasources.Datasources) != 1 || datasources.Datasources[0].UID != "dps-prometheus" ||
+		datasources.Datasources[0].URL != "http://prometheus:9090" {
+		t.Errorf("grafana datasources %+v, want dps-prometheus at http://prometheus:9090", datasources.Datasources)
+	}
+	var providers struct {
+		Providers []struct {
+			Options struct{ Path string }
+		}
+	}
+	readYAML(t, filepath.Join(provisioning, "dashboards", "dps.yml"), &providers)
+	if len(providers.Providers) != 1 || grafMounts[providers.Providers[0].Options.Path] != filepath.Join(obs, "grafana", "dashboards") {
+		t.Errorf("grafana reads dashboards from %+v, which is not observability/grafana/dashboards", providers.Providers)
+	}
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }

@@ -52,7 +52,8 @@ func newDPSPlayer(s *Stack) (*dpsPlayer, error) {
 		}
 	}
 	// DPS verifies the sandbox exactly as the children do (MESH_CA_BUNDLE, MESH_DISABLE_SSL_VERIFICATION).
-	tlsConfig, err := mesh.TLSConfig(mesh.TLSOptions{CABundlePEM: ca, InsecureSkipVerify: s.meshInsecure})
+	tlsConfig, err := mesh.TLSConfig(mesh.TLSOptions{CABundlePEM: ca, InsecureSkipVerify: s.meshInsecure,
+		CertificatePEM: s.dpsCertPEM, PrivateKeyPEM: s.dpsKeyPEM})
 	if err != nil {
 		return nil, fmt.Errorf("dps: %w", err)
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -108,7 +110,60 @@ func TestEndToEnd(t *testing.T) {
 	}
 	t.Logf("%d exports, %d rows, %d files, all acknowledged", exports, rows, len(files))
 
+	t.Run("tracker exports lists every export", func(t *testing.T) { testExportsListing(t, ctx, s, exports, rows) })
+	t.Run("dashboard and rules name what the processes export", func(t *testing.T) { testObservabilityNames(t, s) })
 	t.Run("replay", func(t *testing.T) { testReplayAfterRun(t, ctx, s, exports, len(requests)) })
+}
+
+// testExportsListing runs `tracker exports` as an operator would and checks that it lists every export
+// of the run with its whole lifecycle.
+func testExportsListing(t *testing.T, ctx context.Context, s *Stack, exports, rows int) {
+	run := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		cmd := s.Command(ctx, "tracker", append([]string{"exports"}, args...))
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("tracker exports %v: %v\n%s", args, err, stderr.String())
+		}
+		return stdout.String()
+	}
+	text := run("--since", "1h")
+	t.Logf("tracker exports:\n%s", text)
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	if len(lines) != exports+2 || !strings.HasPrefix(lines[0], "PROGRAMME") {
+		t.Fatalf("want a header, %d exports and a totals line:\n%s", exports, text)
+	}
+	want := fmt.Sprintf("total: %d exports, %d rows, 0 refused; created 0, accepted 0, acknowledged %d, failed 0", exports, rows, exports)
+	if lines[len(lines)-1] != want {
+		t.Errorf("totals %q, want %q", lines[len(lines)-1], want)
+	}
+	listed := 0
+	for _, line := range strings.Split(strings.TrimRight(run("--json", "--since", "1h"), "\n"), "\n") {
+		var e struct {
+			ExportID       string     `json:"export_id"`
+			Status         string     `json:"status"`
+			Rows           int        `json:"rows"`
+			CreatedAt      *time.Time `json:"created_at"`
+			SentAt         *time.Time `json:"sent_at"`
+			AcknowledgedAt *time.Time `json:"acknowledged_at"`
+			MESHMessageID  string     `json:"mesh_message_id"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, line)
+		}
+		if e.ExportID == "" {
+			continue // the totals line
+		}
+		listed++
+		if e.Status != "acknowledged" || e.Rows == 0 || e.CreatedAt == nil || e.SentAt == nil || e.AcknowledgedAt == nil ||
+			e.SentAt.Before(*e.CreatedAt) || e.AcknowledgedAt.Before(*e.SentAt) || e.MESHMessageID == "" {
+			t.Errorf("export listed without its lifecycle: %s", line)
+		}
+	}
+	if listed != exports {
+		t.Errorf("--json listed %d exports, want %d", listed, exports)
+	}
 }
 
 // testReplayAfterRun runs the processes' replay commands, as an operator would, against the stack

@@ -104,6 +104,10 @@ type Stack struct {
 	dpsMailbox   string
 	meshURL      string
 	caFile       string // empty: the system roots (or plain http)
+	certFile     string // our mailbox's client certificate and key (PEM files); empty: none (external MESH)
+	keyFile      string
+	dpsCertPEM   []byte // the DPS mailbox's client certificate and key, for the DPS player
+	dpsKeyPEM    []byte
 	meshInsecure bool   // MESH_DISABLE_SSL_VERIFICATION=true for the children and DPS
 	external     bool   // the sandbox is not ours: nothing to start or stop, no admin API
 	sandbox      *meshsandbox.Server
@@ -203,7 +207,7 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			s.out.printf("MESH          certificate verification OFF: MESH_DISABLE_SSL_VERIFICATION=true for the children and DPS")
 		}
 	} else {
-		s.out.printf("MESH sandbox  %s (mailboxes %s ours, %s DPS; CA %s)", s.meshURL, s.ourMailbox, s.dpsMailbox, s.caFile)
+		s.out.printf("MESH sandbox  %s (mailboxes %s ours, %s DPS; CA %s; mutual TLS, our certificate %s)", s.meshURL, s.ourMailbox, s.dpsMailbox, s.caFile, s.certFile)
 	}
 	s.out.printf("Postgres      %s", redactURL(cfg.DatabaseURL))
 
@@ -397,7 +401,14 @@ func tlsHint(err error) string {
 func (s *Stack) startSandbox() error {
 	s.sharedKey, s.ourPassword, s.dpsPassword = randomSecret(), randomSecret(), randomSecret()
 	s.ourMailbox, s.dpsMailbox = ourMailbox, dpsMailbox
+	ca, err := meshsandbox.NewCA()
+	if err != nil {
+		return err
+	}
+	// Mutual TLS as on live MESH: the sandbox asks for a client certificate signed by its CA, and each
+	// mailbox has one (ours in files the children read, DPS's in memory).
 	s.sandbox = meshsandbox.New(meshsandbox.Config{
+		ClientCAs: ca.Pool(),
 		SharedKey: s.sharedKey,
 		Mailboxes: []meshsandbox.Mailbox{
 			{ID: ourMailbox, Password: s.ourPassword, Name: "DPS EXPORT (devstack)", ODSCode: "X26", OrgCode: "X26"},
@@ -407,10 +418,6 @@ func (s *Stack) startSandbox() error {
 		CheckWorkflows: true,
 		Logger:         slog.New(slog.DiscardHandler),
 	})
-	ca, err := meshsandbox.NewCA()
-	if err != nil {
-		return err
-	}
 	tlsConfig, err := s.sandbox.TLSConfig(ca, "localhost", "127.0.0.1")
 	if err != nil {
 		return err
@@ -418,6 +425,19 @@ func (s *Stack) startSandbox() error {
 	s.caFile = filepath.Join(s.workDir, "mesh-ca.pem")
 	if err := os.WriteFile(s.caFile, ca.CertPEM(), 0o600); err != nil {
 		return fmt.Errorf("write mesh ca: %w", err)
+	}
+	certPEM, keyPEM, err := ca.IssueClient(ourMailbox)
+	if err != nil {
+		return err
+	}
+	s.certFile, s.keyFile = filepath.Join(s.workDir, "mesh-client.pem"), filepath.Join(s.workDir, "mesh-client-key.pem")
+	for file, data := range map[string][]byte{s.certFile: certPEM, s.keyFile: keyPEM} {
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			return fmt.Errorf("write mesh client certificate: %w", err)
+		}
+	}
+	if s.dpsCertPEM, s.dpsKeyPEM, err = ca.IssueClient(dpsMailbox); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
