@@ -108,8 +108,8 @@ type Stack struct {
 	keyFile      string
 	dpsCertPEM   []byte // the DPS mailbox's client certificate and key, for the DPS player
 	dpsKeyPEM    []byte
-	meshInsecure bool   // MESH_DISABLE_SSL_VERIFICATION=true for the children and DPS
-	external     bool   // the sandbox is not ours: nothing to start or stop, no admin API
+	meshInsecure bool // MESH_DISABLE_SSL_VERIFICATION=true for the children and DPS
+	external     bool // the sandbox is not ours: nothing to start or stop, no admin API
 	sandbox      *meshsandbox.Server
 	meshServer   *http.Server
 
