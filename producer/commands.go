@@ -27,6 +27,9 @@ type command struct {
 	requestedBy string
 	requestID   string
 
+	// migrate
+	createDatabase bool
+
 	// dead-letters, redrive
 	deadLetters deadlettercli.ListOptions
 	redriveSeqs []uint64
@@ -40,7 +43,9 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 	fs := flag.NewFlagSet("producer "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	switch cmd.name {
-	case "run", "migrate":
+	case "run":
+	case "migrate":
+		fs.BoolVar(&cmd.createDatabase, "create-database", false, "create the database DATABASE_URL names if it does not exist (services never do)")
 	case "seed":
 		fs.IntVar(&cmd.records, "records", 0, "vaccination records to add (required)")
 		fs.Int64Var(&cmd.seed, "seed", 1, "random seed: the same seed on the same database gives the same rows")

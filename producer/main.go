@@ -66,7 +66,7 @@ const usage = `usage: producer <command> [flags]
 
 commands:
   run                                   consume export requests, run the schedule, serve /healthz and /metrics
-  migrate                               apply database migrations and exit
+  migrate [--create-database]           apply database migrations and exit; create the database first if asked
   seed --records N [--seed S]           add N demo vaccination records
   export --programme P|ALL [--dry-run] [--out FILE|DIR]
                                         run one export now and print a JSON summary per programme

@@ -143,27 +143,28 @@ func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.Object
 	}
 }
 
-func runMigrate(ctx context.Context, cfg config.Producer, _ command, log *slog.Logger, _ io.Writer) error {
-	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
-		return err
+// runMigrate is `producer migrate`: it applies the migrations to the database DATABASE_URL names,
+// creating that database first only with --create-database.
+func runMigrate(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger, _ io.Writer) error {
+	if cmd.createDatabase {
+		if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+			return err
+		}
 	}
 	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-		return err
+		return process.DatabaseError(err)
 	}
 	log.Info("database migrated", slog.Int("version", int(store.LatestVersion())))
 	return nil
 }
 
 func runSeed(ctx context.Context, cfg config.Producer, cmd command, _ *slog.Logger, stdout io.Writer) error {
-	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
-		return err
-	}
 	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-		return err
+		return process.DatabaseError(err)
 	}
 	pool, err := store.Connect(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return err
+		return process.DatabaseError(err)
 	}
 	defer pool.Close()
 	sum, err := demodata.Seed(ctx, pool, demodata.Options{Records: cmd.records, Seed: cmd.seed})

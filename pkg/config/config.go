@@ -310,6 +310,32 @@ func checkListenAddr(addr string) string {
 	return ""
 }
 
+// nhsHost reports whether host is nhs.uk or under it: real MESH (integration and live) and every other
+// NHS service, where a plain or unverified connection would expose a mailbox password and patient data.
+func nhsHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "nhs.uk" || strings.HasSuffix(host, ".nhs.uk")
+}
+
+// Warning is a setting that is allowed but weakens security; the process logs it as a WARN at start.
+type Warning struct {
+	Var     string
+	Message string
+}
+
+// Warnings lists the MESH settings that weaken the connection: plain http, and server verification
+// turned off. validate refuses both for nhs.uk hosts, so these are for sandboxes.
+func (m MESH) Warnings() []Warning {
+	var out []Warning
+	if strings.HasPrefix(strings.ToLower(m.BaseURL), "http://") {
+		out = append(out, Warning{"MESH_BASE_URL", "MESH_BASE_URL uses plain http://: the mailbox password and every file travel unencrypted (sandbox only)"})
+	}
+	if m.DisableSSLVerification {
+		out = append(out, Warning{"MESH_DISABLE_SSL_VERIFICATION", "MESH_DISABLE_SSL_VERIFICATION is true: MESH's server certificate is not checked (sandbox only)"})
+	}
+	return out
+}
+
 // validate checks the MESH settings. Credentials are only demanded when the process will talk to MESH,
 // so that a sender with the feature gate off starts and waits instead of failing.
 func (m MESH) validate(required, needsDPS bool) error {
@@ -325,11 +351,22 @@ func (m MESH) validate(required, needsDPS bool) error {
 		}
 		return &Error{Var: "MESH_PRIVATE_KEY", Problem: "must be set when MESH_CERTIFICATE is"}
 	}
+	// Checked whatever the gate says: a setting that would expose real MESH traffic is wrong even
+	// before anything is sent.
+	u, err := url.Parse(m.BaseURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
+		return &Error{Var: "MESH_BASE_URL", Problem: "must be an http(s)://host[:port] URL"}
+	}
+	if nhsHost(u.Hostname()) {
+		if u.Scheme != "https" {
+			return &Error{Var: "MESH_BASE_URL", Problem: "must use https:// for an nhs.uk host"}
+		}
+		if m.DisableSSLVerification {
+			return &Error{Var: "MESH_DISABLE_SSL_VERIFICATION", Problem: "must not be true for an nhs.uk host (MESH_BASE_URL): real MESH is always verified"}
+		}
+	}
 	if !required {
 		return nil
-	}
-	if !strings.HasPrefix(m.BaseURL, "https://") && !strings.HasPrefix(m.BaseURL, "http://") {
-		return &Error{Var: "MESH_BASE_URL", Problem: "must be an http(s) URL"}
 	}
 	for _, r := range []struct{ name, v string }{
 		{"MESH_MAILBOX", m.Mailbox},
@@ -377,7 +414,21 @@ func load[T any]() (T, error) {
 		if err != nil {
 			return zero, &Error{Var: f.name + "_FILE", Problem: "cannot read the file it names"}
 		}
+		if strings.TrimSpace(string(b)) == "" {
+			return zero, &Error{Var: f.name + "_FILE", Problem: "names an empty file"}
+		}
 		environ[f.name] = strings.TrimRight(string(b), "\r\n")
+	}
+	// env/v11 takes an empty value for the default, so DATABASE_URL= would quietly mean the default
+	// database: a variable that is set must say something.
+	for _, f := range fields {
+		if v, ok := environ[f.name]; ok && strings.TrimSpace(v) == "" {
+			problem := "is set but empty; give it a value, or unset it"
+			if f.def != "" {
+				problem += " to use the default"
+			}
+			return zero, &Error{Var: f.name, Problem: problem}
+		}
 	}
 	c, err := env.ParseAsWithOptions[T](env.Options{Environment: environ})
 	if err != nil {
@@ -391,6 +442,7 @@ type envField struct {
 	name   string
 	kind   reflect.Type
 	secret bool
+	def    string // envDefault
 }
 
 func envFields(t reflect.Type) []envField {
@@ -405,7 +457,8 @@ func envFields(t reflect.Type) []envField {
 		if name == "" {
 			continue
 		}
-		out = append(out, envField{field: sf.Name, name: name, kind: sf.Type, secret: sf.Tag.Get("secret") == "true"})
+		out = append(out, envField{field: sf.Name, name: name, kind: sf.Type, secret: sf.Tag.Get("secret") == "true",
+			def: sf.Tag.Get("envDefault")})
 	}
 	return out
 }

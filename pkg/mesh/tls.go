@@ -27,13 +27,37 @@ type TLSOptions struct {
 	InsecureSkipVerify bool
 }
 
-// TLSConfig builds the client TLS configuration for MESH.
+// TLSPart names the piece of TLS material a TLSError is about, so that the caller can name the
+// setting that holds it.
+type TLSPart int
+
+// The parts of TLSOptions.
+const (
+	PartCertificate TLSPart = iota + 1
+	PartPrivateKey
+	PartPassphrase
+	PartCABundle
+)
+
+// TLSError is a problem with one piece of the TLS material.
+type TLSError struct {
+	Part TLSPart
+	Err  error
+}
+
+func (e *TLSError) Error() string { return e.Err.Error() }
+func (e *TLSError) Unwrap() error { return e.Err }
+
+func tlsError(part TLSPart, err error) error { return &TLSError{Part: part, Err: err} }
+
+// TLSConfig builds the client TLS configuration for MESH. Every error is a *TLSError naming the part
+// at fault: an unusable CA bundle, certificate or key, or a wrong or missing passphrase.
 func TLSConfig(o TLSOptions) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify} //nolint:gosec // opt-in, logged by New
 	if len(o.CABundlePEM) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(o.CABundlePEM) {
-			return nil, errors.New("mesh tls: CA bundle contains no PEM certificate")
+			return nil, tlsError(PartCABundle, errors.New("mesh tls: CA bundle contains no PEM certificate"))
 		}
 		tc.RootCAs = pool
 	}
@@ -41,9 +65,12 @@ func TLSConfig(o TLSOptions) (*tls.Config, error) {
 	case len(o.CertificatePEM) == 0 && len(o.PrivateKeyPEM) == 0:
 		return tc, nil
 	case len(o.CertificatePEM) == 0:
-		return nil, errors.New("mesh tls: private key given without a certificate")
+		return nil, tlsError(PartCertificate, errors.New("mesh tls: private key given without a certificate"))
 	case len(o.PrivateKeyPEM) == 0:
-		return nil, errors.New("mesh tls: certificate given without a private key")
+		return nil, tlsError(PartPrivateKey, errors.New("mesh tls: certificate given without a private key"))
+	}
+	if err := checkCertificate(o.CertificatePEM); err != nil {
+		return nil, tlsError(PartCertificate, err)
 	}
 	key, err := parsePrivateKey(o.PrivateKeyPEM, o.PrivateKeyPassphrase)
 	if err != nil {
@@ -51,19 +78,51 @@ func TLSConfig(o TLSOptions) (*tls.Config, error) {
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("mesh tls: private key: %w", err)
+		return nil, tlsError(PartPrivateKey, fmt.Errorf("mesh tls: private key: %w", err))
 	}
-	// X509KeyPair checks that the key matches the certificate, which is the mistake operators make.
+	// X509KeyPair checks that the key matches the certificate, which is the mistake operators make;
+	// the certificate itself parsed above, so what is wrong here is the key.
 	cert, err := tls.X509KeyPair(o.CertificatePEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	if err != nil {
-		return nil, fmt.Errorf("mesh tls: certificate and key: %w", err)
+		return nil, tlsError(PartPrivateKey, fmt.Errorf("mesh tls: the private key does not go with the certificate: %w", err))
 	}
 	tc.Certificates = []tls.Certificate{cert}
 	return tc, nil
 }
 
-// parsePrivateKey finds the first private key block in data and decodes it.
+// checkCertificate checks that data starts with a parsable PEM certificate.
+func checkCertificate(data []byte) error {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return errors.New("mesh tls: no PEM certificate found")
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("mesh tls: certificate: %w", err)
+		}
+		return nil
+	}
+}
+
+// parsePrivateKey finds the first private key block in data and decodes it. Errors are *TLSError: a
+// missing or wrong passphrase is PartPassphrase, anything else PartPrivateKey.
 func parsePrivateKey(data []byte, passphrase string) (crypto.PrivateKey, error) {
+	key, err := decodePrivateKey(data, passphrase)
+	if err != nil {
+		var te *TLSError
+		if !errors.As(err, &te) {
+			err = tlsError(PartPrivateKey, err)
+		}
+		return nil, err
+	}
+	return key, nil
+}
+
+func decodePrivateKey(data []byte, passphrase string) (crypto.PrivateKey, error) {
 	for {
 		var block *pem.Block
 		block, data = pem.Decode(data)
@@ -73,11 +132,11 @@ func parsePrivateKey(data []byte, passphrase string) (crypto.PrivateKey, error) 
 		switch block.Type {
 		case "ENCRYPTED PRIVATE KEY":
 			if passphrase == "" {
-				return nil, errors.New("mesh tls: private key is encrypted and no passphrase was given")
+				return nil, tlsError(PartPassphrase, errors.New("mesh tls: private key is encrypted and no passphrase was given"))
 			}
 			key, err := pkcs8.ParsePKCS8PrivateKey(block.Bytes, []byte(passphrase))
 			if err != nil {
-				return nil, fmt.Errorf("mesh tls: decrypt private key (wrong passphrase?): %w", err)
+				return nil, tlsError(PartPassphrase, fmt.Errorf("mesh tls: decrypt private key (wrong passphrase?): %w", err))
 			}
 			return key, nil
 		case "PRIVATE KEY":

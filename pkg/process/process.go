@@ -6,6 +6,8 @@ package process
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,15 +36,14 @@ type Deps struct {
 // Open makes sure the database exists and is migrated, connects to it and to NATS, and creates or
 // updates the streams, consumers and bucket. Any process may be the first to start.
 func Open(ctx context.Context, log *slog.Logger, cfg config.Shared, name string) (*Deps, error) {
-	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
-		return nil, fmt.Errorf("database: %w", err)
-	}
+	// The database must exist: a service never creates one, so that a mistyped name fails here
+	// instead of becoming a new, empty database that exports nothing.
 	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-		return nil, fmt.Errorf("migrate: %w", err)
+		return nil, DatabaseError(fmt.Errorf("migrate: %w", err))
 	}
 	pool, err := store.Connect(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return nil, err
+		return nil, DatabaseError(err)
 	}
 	nc, js, err := bus.Connect(ctx, cfg.NATSURL, cfg.NATSCreds, name)
 	if err != nil {
@@ -56,6 +57,18 @@ func Open(ctx context.Context, log *slog.Logger, cfg config.Shared, name string)
 	}
 	log.Info("connected", slog.String("nats", nc.ConnectedUrlRedacted()), slog.Int("stream_replicas", cfg.StreamReplicas))
 	return &Deps{NC: nc, JS: js, Pool: pool}, nil
+}
+
+// DatabaseError turns a database that does not exist into a configuration error naming DATABASE_URL
+// (exit 2) and says how to create it; other errors are returned as they are.
+func DatabaseError(err error) error {
+	var missing *store.MissingDatabaseError
+	if errors.As(err, &missing) {
+		return &config.Error{Var: "DATABASE_URL", Problem: fmt.Sprintf(
+			"names database %q, which does not exist at %s; services do not create databases: check the name, or create it with `producer migrate --create-database`",
+			missing.Database, missing.Where)}
+	}
+	return err
 }
 
 // Close drains NATS (finishing in-flight acks) and closes the pool.
@@ -94,6 +107,30 @@ func WithMESHErrors(f func(*mesh.Error)) MESHOption {
 // MESH_DISABLE_SSL_VERIFICATION turns server verification off. Certificate, key and CA bundle may be
 // given as PEM text or as a path to a PEM file.
 func NewMESHClient(cfg config.MESH, log *slog.Logger, opts ...MESHOption) (*mesh.Client, error) {
+	tlsConfig, err := MESHTLSConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mc := mesh.Config{
+		BaseURL:     cfg.BaseURL,
+		Mailbox:     cfg.Mailbox,
+		Password:    cfg.Password,
+		SharedKey:   cfg.SharedKey,
+		TLS:         tlsConfig,
+		ChunkSize:   cfg.ChunkSize,
+		RetryBudget: cfg.RetryBudget,
+		Logger:      log,
+	}
+	for _, o := range opts {
+		o(&mc)
+	}
+	return mesh.New(mc)
+}
+
+// MESHTLSConfig reads and checks the TLS material of the MESH_* settings. An error is a *config.Error
+// naming the variable at fault: MESH_CERTIFICATE, MESH_PRIVATE_KEY, MESH_PRIVATE_KEY_PASSPHRASE or
+// MESH_CA_BUNDLE.
+func MESHTLSConfig(cfg config.MESH) (*tls.Config, error) {
 	certPEM, err := pemOrFile("MESH_CERTIFICATE", cfg.Certificate)
 	if err != nil {
 		return nil, err
@@ -114,22 +151,21 @@ func NewMESHClient(cfg config.MESH, log *slog.Logger, opts ...MESHOption) (*mesh
 		InsecureSkipVerify:   cfg.DisableSSLVerification,
 	})
 	if err != nil {
-		return nil, &config.Error{Var: "MESH_CERTIFICATE", Problem: err.Error()}
+		name := "MESH_CERTIFICATE"
+		var te *mesh.TLSError
+		if errors.As(err, &te) {
+			switch te.Part {
+			case mesh.PartPrivateKey:
+				name = "MESH_PRIVATE_KEY"
+			case mesh.PartPassphrase:
+				name = "MESH_PRIVATE_KEY_PASSPHRASE"
+			case mesh.PartCABundle:
+				name = "MESH_CA_BUNDLE"
+			}
+		}
+		return nil, &config.Error{Var: name, Problem: err.Error()}
 	}
-	mc := mesh.Config{
-		BaseURL:     cfg.BaseURL,
-		Mailbox:     cfg.Mailbox,
-		Password:    cfg.Password,
-		SharedKey:   cfg.SharedKey,
-		TLS:         tlsConfig,
-		ChunkSize:   cfg.ChunkSize,
-		RetryBudget: cfg.RetryBudget,
-		Logger:      log,
-	}
-	for _, o := range opts {
-		o(&mc)
-	}
-	return mesh.New(mc)
+	return tlsConfig, nil
 }
 
 // MESHCertificates reads the client certificate and the CA bundle of the MESH_* settings, for the

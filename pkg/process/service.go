@@ -156,24 +156,45 @@ func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger, opts ...outb
 
 // NewJobsMESHClient is NewMESHClient when MESH_JOBS_ENABLED is true and nil otherwise: with the gate
 // closed a service runs without MESH credentials and must not call MESH.
+//
+// Either way the TLS material is read and checked now, so that a bad certificate, key, passphrase or CA
+// bundle stops the process at start (exit 2, naming its variable) rather than on the day the gate
+// opens, and settings that weaken the connection to MESH are named in a WARN.
 func NewJobsMESHClient(cfg config.MESH, log *slog.Logger, opts ...MESHOption) (*mesh.Client, error) {
+	if _, err := MESHTLSConfig(cfg); err != nil {
+		return nil, err
+	}
+	WarnWeakMESH(cfg, log)
 	if !cfg.JobsEnabled {
 		return nil, nil
 	}
 	return NewMESHClient(cfg, log, opts...)
 }
 
+// WarnWeakMESH logs a WARN for each MESH setting that weakens the connection where it is allowed
+// (configuration refuses both for an nhs.uk host): plain http, and certificate verification turned
+// off (once a client is built, mesh.New says that one itself, with the URL).
+func WarnWeakMESH(cfg config.MESH, log *slog.Logger) {
+	for _, w := range cfg.Warnings() {
+		if w.Var == "MESH_DISABLE_SSL_VERIFICATION" && cfg.JobsEnabled {
+			continue
+		}
+		log.Warn(w.Message, slog.String("variable", w.Var))
+	}
+}
+
 // OpenWithMESH is Open followed by NewJobsMESHClient, for the services that call MESH. It registers the
 // MESH metrics (errors by code, certificate expiry) on reg, and the Deps then carry the certificate
 // expiry warner that Service.Run runs. The caller closes the Deps.
 func OpenWithMESH(ctx context.Context, log *slog.Logger, shared config.Shared, meshCfg config.MESH, name string, reg prometheus.Registerer) (*Deps, *mesh.Client, error) {
+	// The TLS material is checked before anything is connected, whatever the gate says: a bad file
+	// found only on the day the gate opens would stop the first night's export.
+	if _, err := MESHTLSConfig(meshCfg); err != nil {
+		return nil, nil, err
+	}
 	certs, err := MESHCertificates(meshCfg)
 	if err != nil {
-		if meshCfg.JobsEnabled {
-			return nil, nil, err
-		}
-		// With the gate closed the MESH settings are not used yet; a bad one is reported when it opens.
-		log.Warn("MESH certificates cannot be read; their expiry is not watched", slog.Any("error", err))
+		return nil, nil, err
 	}
 	metrics := meshwatch.NewMetrics(reg, certs)
 	deps, err := Open(ctx, log, shared, name)

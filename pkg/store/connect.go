@@ -23,11 +23,11 @@ func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 	where := describe(cfg.ConnConfig)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to postgres at %s: %w", where, scrub(err, cfg.ConnConfig.Password))
+		return nil, fmt.Errorf("connect to postgres at %s: %w", where, missingDatabase(scrub(err, cfg.ConnConfig.Password), cfg.ConnConfig))
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to postgres at %s: %w", where, scrub(err, cfg.ConnConfig.Password))
+		return nil, fmt.Errorf("connect to postgres at %s: %w", where, missingDatabase(scrub(err, cfg.ConnConfig.Password), cfg.ConnConfig))
 	}
 	return pool, nil
 }
@@ -41,9 +41,33 @@ func connectOne(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to postgres at %s: %w", describe(cfg), scrub(err, cfg.Password))
+		return nil, fmt.Errorf("connect to postgres at %s: %w", describe(cfg), missingDatabase(scrub(err, cfg.Password), cfg))
 	}
 	return conn, nil
+}
+
+// MissingDatabaseError says the database a URL names does not exist on its server. Services never
+// create it (a typo in DATABASE_URL would otherwise become a new, empty database that exports
+// nothing); `producer migrate --create-database` does, when asked.
+type MissingDatabaseError struct {
+	Database string
+	Where    string // host:port/database (user ...)
+	Err      error
+}
+
+func (e *MissingDatabaseError) Error() string {
+	return fmt.Sprintf("database %q does not exist at %s", e.Database, e.Where)
+}
+
+func (e *MissingDatabaseError) Unwrap() error { return e.Err }
+
+// missingDatabase turns Postgres's invalid_catalog_name (3D000) into a *MissingDatabaseError.
+func missingDatabase(err error, cfg *pgx.ConnConfig) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
+		return &MissingDatabaseError{Database: cfg.Database, Where: describe(cfg), Err: err}
+	}
+	return err
 }
 
 // EnsureDatabase creates the database named in databaseURL when it does not exist, by
