@@ -44,24 +44,24 @@ func parseExportsArgs(args []string, now time.Time, stderr io.Writer) (exportsOp
 		return exportsOptions{}, err
 	}
 	if fs.NArg() > 0 {
-		return exportsOptions{}, cli.Usagef("tracker exports: unexpected argument %q", fs.Arg(0))
+		return exportsOptions{}, cli.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	var o exportsOptions
 	o.json = *asJSON
 	t, err := parseSince(*since, now)
 	if err != nil {
-		return o, cli.Usagef("tracker exports: --since %q: %v", *since, err)
+		return o, cli.Usagef("--since %q: %v", *since, err)
 	}
 	o.filter.Since = t
 	if p := strings.ToUpper(strings.TrimSpace(*programme)); p != "" {
 		if !programmeCode.MatchString(p) {
-			return o, cli.Usagef("tracker exports: --programme %q is not a programme code", *programme)
+			return o, cli.Usagef("--programme %q is not a programme code", *programme)
 		}
 		o.filter.Programme = p
 	}
 	if s := strings.ToLower(strings.TrimSpace(*status)); s != "" {
 		if !slices.Contains(exportreport.Statuses(), s) {
-			return o, cli.Usagef("tracker exports: --status %q: want one of %s", *status, strings.Join(exportreport.Statuses(), ", "))
+			return o, cli.Usagef("--status %q: want one of %s", *status, strings.Join(exportreport.Statuses(), ", "))
 		}
 		o.filter.Status = s
 	}
