@@ -101,7 +101,11 @@ func newDLFixture(t *testing.T) *dlFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	consumer, err := export.NewRequestConsumer(export.RequestConsumerConfig{Exporter: export.New(pool, objects, export.Config{}), JS: js,
+	exporter, err := export.New(export.Config{Pool: pool, Objects: objects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumer, err := export.NewRequestConsumer(export.RequestConsumerConfig{Exporter: exporter, JS: js,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

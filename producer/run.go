@@ -56,7 +56,7 @@ func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.L
 	if err != nil {
 		return err
 	}
-	schedule, err := export.NewSchedule(cfg.Schedule, deps.Pool, log)
+	schedule, err := export.NewSchedule(export.ScheduleConfig{Spec: cfg.Schedule, Pool: deps.Pool, Logger: log})
 	if err != nil {
 		return &config.Error{Var: "PRODUCER_SCHEDULE", Problem: err.Error()}
 	}
@@ -118,7 +118,8 @@ func newExporter(ctx context.Context, cfg config.Producer, deps *process.Deps, l
 	if err != nil {
 		return nil, nil, err
 	}
-	return objects, export.New(deps.Pool, objects, export.Config{UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics}), nil
+	exporter, err := export.New(export.Config{Pool: deps.Pool, Objects: objects, UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics})
+	return objects, exporter, err
 }
 
 func sweepLoop(ctx context.Context, deps *process.Deps, objects jetstream.ObjectStore, retention time.Duration, log *slog.Logger) {
@@ -219,7 +220,11 @@ func runExport(ctx context.Context, cfg config.Producer, cmd command, log *slog.
 		return nil
 	}
 	failpoint.Reach(failpointAfterCommit)
-	relay := outbox.NewRelay(deps.Pool, deps.JS, log, outbox.OnPublished(func(string) { failpoint.Reach(failpointAfterPublish) }))
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: deps.Pool, JS: deps.JS, Logger: log,
+		OnPublished: func(string) { failpoint.Reach(failpointAfterPublish) }})
+	if err != nil {
+		return err
+	}
 	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	if _, err := relay.Flush(flushCtx); err != nil {

@@ -16,10 +16,10 @@ import (
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery"
-	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
+	"github.com/nhs-dps/dps-pipeline/pkg/testenv"
 )
 
 // These tests run the real sender binary, built once per test run.
@@ -100,11 +100,11 @@ func (p *proc) waitLog(t *testing.T, what string, timeout time.Duration) {
 // keepConsumerTuned gives the sender consumer a short ack wait for as long as the test runs. Every
 // sender process re-applies pkg/bus's production topology (a 5-minute ack wait) when it starts, and
 // process.Open has no setting for it, so the test puts its own back whenever it changes.
-func keepConsumerTuned(t *testing.T, e *deliverytest.Env, ackWait time.Duration) {
+func keepConsumerTuned(t *testing.T, e *testenv.Env, ackWait time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		want := deliverytest.SenderConsumerConfig(ackWait, 0)
+		want := testenv.SenderConsumerConfig(ackWait, 0)
 		for ctx.Err() == nil {
 			if c, err := e.JS.Consumer(ctx, bus.StreamBatches, bus.ConsumerSender); err == nil {
 				if info, err := c.Info(ctx); err == nil && info.Config.AckWait != ackWait {
@@ -122,7 +122,7 @@ func TestReplicasSurviveKillsAndSendEachExportOnce(t *testing.T) {
 		t.Skip("real processes and 200 exports: skipped with -short")
 	}
 	const exports, replicas, kills = 200, 3, 5
-	e := deliverytest.New(t, deliverytest.Options{SenderAckWait: time.Second})
+	e := testenv.New(t, testenv.Options{SenderAckWait: time.Second})
 	ctx := t.Context()
 	e.Sandbox.InjectFault(meshsandbox.Fault{Latency: 20 * time.Millisecond})
 	e.Sandbox.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSend, Status: 500, Fraction: 0.10})
@@ -181,7 +181,7 @@ func TestReplicasSurviveKillsAndSendEachExportOnce(t *testing.T) {
 	if dl := e.StreamMessages(ctx, bus.StreamDeadLetter, ""); len(dl) != 0 {
 		t.Errorf("%d dead letters, want none: %s", len(dl), dl[0].Data)
 	}
-	sent := deliverytest.Events[bus.ExportSent](e, ctx, bus.StreamEvents, bus.SubjectExportSent)
+	sent := testenv.Events[bus.ExportSent](e, ctx, bus.StreamEvents, bus.SubjectExportSent)
 	seen := map[string]bool{}
 	for _, ev := range sent {
 		seen[ev.ExportID] = true
@@ -201,7 +201,7 @@ func TestReplicasSurviveKillsAndSendEachExportOnce(t *testing.T) {
 }
 
 func TestKillBetweenMESHAcceptAndCommitAdoptsTheMessage(t *testing.T) {
-	e := deliverytest.New(t, deliverytest.Options{SenderAckWait: time.Second})
+	e := testenv.New(t, testenv.Options{SenderAckWait: time.Second})
 	ctx := t.Context()
 	x := e.AddExport(ctx, 2)
 	keepConsumerTuned(t, e, time.Second)
@@ -231,7 +231,7 @@ func TestKillBetweenMESHAcceptAndCommitAdoptsTheMessage(t *testing.T) {
 	e.WaitFor("sent event", 30*time.Second, func() bool {
 		return len(e.StreamMessages(ctx, bus.StreamEvents, bus.SubjectExportSent)) == 1
 	})
-	ev := deliverytest.Events[bus.ExportSent](e, ctx, bus.StreamEvents, bus.SubjectExportSent)
+	ev := testenv.Events[bus.ExportSent](e, ctx, bus.StreamEvents, bus.SubjectExportSent)
 	if len(ev) != 1 || !ev[0].Adopted || ev[0].MeshMessageID != msgs[0].ID {
 		t.Errorf("sent events %+v, want one adopted", ev)
 	}
@@ -269,7 +269,7 @@ func regexpCount(summary, outcome string, n int) bool {
 }
 
 func TestSendFile(t *testing.T) {
-	e := deliverytest.New(t, deliverytest.Options{})
+	e := testenv.New(t, testenv.Options{})
 	file := filepath.Join(t.TempDir(), "Vaccinations-HPV-2024-08-23.csv")
 	if err := os.WriteFile(file, []byte("a|b\n1|2\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -281,7 +281,7 @@ func TestSendFile(t *testing.T) {
 		code int
 		out  string
 	}{
-		{"sent", []string{"--to", deliverytest.DPSMailbox, "--local-id", "op-1", file}, 0, `"message_id"`},
+		{"sent", []string{"--to", testenv.DPSMailbox, "--local-id", "op-1", file}, 0, `"message_id"`},
 		{"unknown recipient", []string{"--to", "X26NOBODY", file}, 1, "Unregistered to address"},
 		{"no recipient", []string{file}, 2, "--to is required"},
 	}
@@ -294,12 +294,12 @@ func TestSendFile(t *testing.T) {
 		})
 	}
 	var sent []meshsandbox.Message
-	for _, m := range e.Sandbox.Messages(deliverytest.OurMailbox) {
+	for _, m := range e.Sandbox.Messages(testenv.OurMailbox) {
 		if m.LocalID == "op-1" {
 			sent = append(sent, m)
 		}
 	}
-	if len(sent) != 1 || sent[0].WorkflowID != deliverytest.WorkflowID || sent[0].FileName != filepath.Base(file) {
+	if len(sent) != 1 || sent[0].WorkflowID != testenv.WorkflowID || sent[0].FileName != filepath.Base(file) {
 		t.Errorf("sandbox holds %+v", sent)
 	}
 }

@@ -4,43 +4,45 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/testenv"
 )
 
 // benchFiles is how many exports one benchmark iteration delivers.
 const benchFiles = 100
 
 type benchWorld struct {
-	*deliverytest.Env
+	*testenv.Env
 	b *testing.B
 }
 
 func newBenchWorld(b *testing.B, latency time.Duration) *benchWorld {
-	w := &benchWorld{Env: deliverytest.New(b, deliverytest.Options{}), b: b}
+	w := &benchWorld{Env: testenv.New(b, testenv.Options{}), b: b}
 	if latency > 0 {
 		w.Sandbox.InjectFault(meshsandbox.Fault{Latency: latency})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_ = outbox.NewRelay(w.Pool, w.JS, slog.New(slog.DiscardHandler), outbox.WithInterval(50*time.Millisecond)).Run(ctx)
+		relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: w.Pool, JS: w.JS, Interval: 50 * time.Millisecond})
+		if err == nil {
+			_ = relay.Run(ctx)
+		}
 	})
 	b.Cleanup(func() { cancel(); wg.Wait() })
 	return w
 }
 
 // makeExports creates n exports of 20 rows each, unpublished.
-func (w *benchWorld) makeExports(n int) []deliverytest.Export {
-	out := make([]deliverytest.Export, n)
+func (w *benchWorld) makeExports(n int) []testenv.Export {
+	out := make([]testenv.Export, n)
 	for i := range out {
 		out[i] = w.CreateExport(context.Background(), 20)
 	}
@@ -49,13 +51,13 @@ func (w *benchWorld) makeExports(n int) []deliverytest.Export {
 
 // deliver publishes the exports and runs replicas senders until all are accepted; it returns the time
 // from the first publish to the last acceptance.
-func (w *benchWorld) deliver(xs []deliverytest.Export, replicas int) time.Duration {
+func (w *benchWorld) deliver(xs []testenv.Export, replicas int) time.Duration {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range replicas {
-		client := w.MESHClient(deliverytest.OurMailbox, deliverytest.OurPassword, 0)
+		client := w.MESHClient(testenv.OurMailbox, testenv.OurPassword, 0)
 		s, err := New(Config{Pool: w.Pool, JS: w.JS, Objects: w.Objects, MESH: client,
-			DPSMailbox: deliverytest.DPSMailbox, WorkflowID: deliverytest.WorkflowID, JobsEnabled: true, FetchWait: 100 * time.Millisecond})
+			DPSMailbox: testenv.DPSMailbox, WorkflowID: testenv.WorkflowID, JobsEnabled: true, FetchWait: 100 * time.Millisecond})
 		if err != nil {
 			w.b.Fatal(err)
 		}
@@ -76,12 +78,12 @@ func (w *benchWorld) deliver(xs []deliverytest.Export, replicas int) time.Durati
 }
 
 // bareLoop sends the same files with pkg/mesh alone, one after another.
-func (w *benchWorld) bareLoop(xs []deliverytest.Export) time.Duration {
-	client := w.MESHClient(deliverytest.OurMailbox, deliverytest.OurPassword, 0)
+func (w *benchWorld) bareLoop(xs []testenv.Export) time.Duration {
+	client := w.MESHClient(testenv.OurMailbox, testenv.OurPassword, 0)
 	started := time.Now()
 	for _, x := range xs {
 		if _, err := client.Send(context.Background(), mesh.OutboundMessage{
-			To: deliverytest.DPSMailbox, WorkflowID: deliverytest.WorkflowID, FileName: x.Ready.Filename,
+			To: testenv.DPSMailbox, WorkflowID: testenv.WorkflowID, FileName: x.Ready.Filename,
 			LocalID: "bare-" + x.Ready.ExportID, ContentType: "text/csv", Compress: true, Body: bytes.NewReader(x.Body),
 		}); err != nil {
 			w.b.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
-	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
@@ -25,13 +24,14 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
+	"github.com/nhs-dps/dps-pipeline/pkg/testenv"
 )
 
 const waitLong = 30 * time.Second
 
-// harness runs senders and the outbox relay over a deliverytest.Env.
+// harness runs senders and the outbox relay over a testenv.Env.
 type harness struct {
-	*deliverytest.Env
+	*testenv.Env
 	t      *testing.T
 	logBuf *proctest.Buffer
 	log    *slog.Logger
@@ -40,18 +40,22 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	buf := &proctest.Buffer{}
-	h := &harness{Env: deliverytest.New(t, deliverytest.Options{}), t: t, logBuf: buf,
+	h := &harness{Env: testenv.New(t, testenv.Options{}), t: t, logBuf: buf,
 		log: slog.New(slog.NewJSONHandler(io.MultiWriter(buf, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = outbox.NewRelay(h.Pool, h.JS, h.log, outbox.WithInterval(50*time.Millisecond)).Run(ctx) })
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: h.Pool, JS: h.JS, Logger: h.log, Interval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { _ = relay.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return h
 }
 
 func (h *harness) config() Config {
 	return Config{
-		DPSMailbox: deliverytest.DPSMailbox, WorkflowID: deliverytest.WorkflowID, JobsEnabled: true,
+		DPSMailbox: testenv.DPSMailbox, WorkflowID: testenv.WorkflowID, JobsEnabled: true,
 		RetryDelays: []time.Duration{50 * time.Millisecond}, LockedDelay: 50 * time.Millisecond,
 		FetchWait: 200 * time.Millisecond,
 	}
@@ -62,7 +66,7 @@ func (h *harness) sender(cfg Config, maxRetries int) *Sender {
 	h.t.Helper()
 	var client *mesh.Client
 	if cfg.JobsEnabled {
-		client = h.MESHClient(deliverytest.OurMailbox, deliverytest.OurPassword, maxRetries)
+		client = h.MESHClient(testenv.OurMailbox, testenv.OurPassword, maxRetries)
 	}
 	cfg.Pool, cfg.JS, cfg.Objects, cfg.MESH, cfg.Logger = h.Pool, h.JS, h.Objects, client, h.log
 	s, err := New(cfg)
@@ -87,9 +91,9 @@ func (h *harness) start(s *Sender) (stop func()) {
 	return stop
 }
 
-func (h *harness) waitStatus(id string, status lifecycle.Status) deliverytest.ExportState {
+func (h *harness) waitStatus(id string, status lifecycle.Status) testenv.ExportState {
 	h.t.Helper()
-	var st deliverytest.ExportState
+	var st testenv.ExportState
 	h.WaitFor("export "+id+" "+status.String(), waitLong, func() bool {
 		st = h.State(context.Background(), id)
 		return st.Status == status
@@ -124,15 +128,15 @@ func streamFor(subject string) string {
 func TestSendsEachExportOnceWithTheRightHeaders(t *testing.T) {
 	h := newHarness(t)
 	ctx := t.Context()
-	var exports []deliverytest.Export
+	var exports []testenv.Export
 	for i := range 3 {
 		exports = append(exports, h.AddExport(ctx, i+1))
 	}
 	s := h.sender(h.config(), 0)
 	h.start(s)
 
-	dps := h.MESHClient(deliverytest.DPSMailbox, deliverytest.DPSPassword, 0)
-	byExport := map[string]deliverytest.Export{}
+	dps := h.MESHClient(testenv.DPSMailbox, testenv.DPSPassword, 0)
+	byExport := map[string]testenv.Export{}
 	for _, x := range exports {
 		byExport[x.Ready.ExportID] = x
 		st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
@@ -143,7 +147,7 @@ func TestSendsEachExportOnceWithTheRightHeaders(t *testing.T) {
 		if !ok {
 			t.Fatalf("sandbox does not hold %s", st.MessageID)
 		}
-		if m.To != deliverytest.DPSMailbox || m.WorkflowID != deliverytest.WorkflowID || m.FileName != x.Ready.Filename ||
+		if m.To != testenv.DPSMailbox || m.WorkflowID != testenv.WorkflowID || m.FileName != x.Ready.Filename ||
 			m.LocalID != st.LocalID || m.Status != meshsandbox.StatusAccepted || m.ContentEncoding != "gzip" {
 			t.Errorf("sandbox message %+v", m)
 		}
@@ -156,12 +160,14 @@ func TestSendsEachExportOnceWithTheRightHeaders(t *testing.T) {
 		t.Errorf("sandbox holds messages for %d exports, want 3", got)
 	}
 	h.waitEvents(bus.SubjectExportSent, 3)
-	for _, ev := range deliverytest.Events[bus.ExportSent](h.Env, ctx, bus.StreamEvents, bus.SubjectExportSent) {
+	for _, ev := range testenv.Events[bus.ExportSent](h.Env, ctx, bus.StreamEvents, bus.SubjectExportSent) {
 		x, ok := byExport[ev.ExportID]
-		if !ok || ev.Adopted || ev.Attempt != 1 || ev.LocalID != ev.ExportID+".1" || ev.Filename != x.Ready.Filename || ev.Programme != deliverytest.Programme {
+		if !ok || ev.Adopted || ev.Attempt != 1 || ev.LocalID != ev.ExportID+".1" || ev.Filename != x.Ready.Filename || ev.Programme != testenv.Programme {
 			t.Errorf("sent event %+v", ev)
 		}
 	}
+	// The counters move once each batch's handler returns, just after its export is recorded accepted.
+	h.WaitFor("the sends counted", waitLong, func() bool { return value(s.metrics.Sent.WithLabelValues("new")) >= 3 })
 	if got := value(s.metrics.Sent.WithLabelValues("new")); got != 3 {
 		t.Errorf("sent metric %v, want 3", got)
 	}
@@ -231,12 +237,12 @@ func TestPermanentRefusalFailsTheExport(t *testing.T) {
 		info := h.SenderConsumerInfo(ctx)
 		return info.NumPending == 0 && info.NumAckPending == 0
 	})
-	failed := deliverytest.Events[bus.ExportFailed](h.Env, ctx, bus.StreamEvents, bus.SubjectExportFailed)
+	failed := testenv.Events[bus.ExportFailed](h.Env, ctx, bus.StreamEvents, bus.SubjectExportFailed)
 	if len(failed) != 1 || failed[0].ExportID != x.Ready.ExportID || failed[0].Stage != bus.StageSender ||
 		failed[0].MeshStatus != http.StatusExpectationFailed || failed[0].MeshErrorCode != "12" {
 		t.Errorf("failed events %+v", failed)
 	}
-	dls := deliverytest.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
+	dls := testenv.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
 	if len(dls) != 1 || !strings.Contains(dls[0].Reason, "code 12") || dls[0].Stream != bus.StreamBatches || dls[0].Subject != bus.SubjectExportReady {
 		t.Errorf("dead letters %+v", dls)
 	}
@@ -264,24 +270,24 @@ func TestPermanentRefusalFailsTheExport(t *testing.T) {
 func TestUnusableObjectFailsWithoutSending(t *testing.T) {
 	cases := []struct {
 		name   string
-		tamper func(h *harness, x *deliverytest.Export)
+		tamper func(h *harness, x *testenv.Export)
 		code   string
 	}{
 		// The export's row is what the sender checks the file against; the batch carries the same values.
-		{"sha mismatch", func(h *harness, x *deliverytest.Export) {
+		{"sha mismatch", func(h *harness, x *testenv.Export) {
 			x.Ready.SHA256 = strings.Repeat("0", 64)
 			h.recordFile(x.Ready)
 		}, CodeObjectCorrupt},
-		{"size mismatch", func(h *harness, x *deliverytest.Export) {
+		{"size mismatch", func(h *harness, x *testenv.Export) {
 			x.Ready.SizeBytes++
 			h.recordFile(x.Ready)
 		}, CodeObjectCorrupt},
-		{"object replaced", func(h *harness, x *deliverytest.Export) {
+		{"object replaced", func(h *harness, x *testenv.Export) {
 			if _, err := h.Objects.PutBytes(context.Background(), x.Ready.ObjectName, []byte("tampered\n")); err != nil {
 				h.t.Fatal(err)
 			}
 		}, CodeObjectCorrupt},
-		{"object missing", func(h *harness, x *deliverytest.Export) {
+		{"object missing", func(h *harness, x *testenv.Export) {
 			if err := h.Objects.Delete(context.Background(), x.Ready.ObjectName); err != nil {
 				h.t.Fatal(err)
 			}
@@ -289,7 +295,7 @@ func TestUnusableObjectFailsWithoutSending(t *testing.T) {
 	}
 	h := newHarness(t)
 	ctx := t.Context()
-	var exports []deliverytest.Export
+	var exports []testenv.Export
 	for _, c := range cases {
 		x := h.CreateExport(ctx, 2)
 		c.tamper(h, &x)
@@ -329,8 +335,8 @@ func TestAdoptsAnAttemptMESHAcceptedBeforeACrash(t *testing.T) {
 	if _, err := h.Pool.Exec(ctx, `INSERT INTO dps_export_attempts (export_id, attempt, local_id) VALUES ($1, 1, $2)`, x.Ready.ExportID, localID); err != nil {
 		t.Fatal(err)
 	}
-	c := h.MESHClient(deliverytest.OurMailbox, deliverytest.OurPassword, 0)
-	earlier, err := c.Send(ctx, mesh.OutboundMessage{To: deliverytest.DPSMailbox, WorkflowID: deliverytest.WorkflowID,
+	c := h.MESHClient(testenv.OurMailbox, testenv.OurPassword, 0)
+	earlier, err := c.Send(ctx, mesh.OutboundMessage{To: testenv.DPSMailbox, WorkflowID: testenv.WorkflowID,
 		FileName: x.Ready.Filename, LocalID: localID, ContentType: "text/csv", Compress: true, Body: bytes.NewReader(x.Body)})
 	if err != nil {
 		t.Fatal(err)
@@ -347,7 +353,7 @@ func TestAdoptsAnAttemptMESHAcceptedBeforeACrash(t *testing.T) {
 		t.Errorf("sandbox holds %d messages for the export, want 1", len(got))
 	}
 	h.waitEvents(bus.SubjectExportSent, 1)
-	ev := deliverytest.Events[bus.ExportSent](h.Env, ctx, bus.StreamEvents, bus.SubjectExportSent)
+	ev := testenv.Events[bus.ExportSent](h.Env, ctx, bus.StreamEvents, bus.SubjectExportSent)
 	if len(ev) != 1 || !ev[0].Adopted || ev[0].MeshMessageID != earlier || ev[0].Attempt != 1 {
 		t.Errorf("sent events %+v", ev)
 	}
@@ -369,13 +375,13 @@ func TestAttemptLeftUploadingIsNotSentAndIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Attempt 1 was cut off after its first chunk: MESH holds it as uploading.
-	small, err := mesh.New(mesh.Config{BaseURL: h.MESHURL, Mailbox: deliverytest.OurMailbox, Password: deliverytest.OurPassword,
-		SharedKey: deliverytest.SharedKey, ChunkSize: mesh.MinChunkSize, MaxRetries: -1})
+	small, err := mesh.New(mesh.Config{BaseURL: h.MESHURL, Mailbox: testenv.OurMailbox, Password: testenv.OurPassword,
+		SharedKey: testenv.SharedKey, ChunkSize: mesh.MinChunkSize, MaxRetries: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.Sandbox.InjectFault(meshsandbox.Fault{Route: meshsandbox.RouteSendChunk, Status: http.StatusBadRequest, Count: 1})
-	if _, err := small.Send(ctx, mesh.OutboundMessage{To: deliverytest.DPSMailbox, WorkflowID: deliverytest.WorkflowID,
+	if _, err := small.Send(ctx, mesh.OutboundMessage{To: testenv.DPSMailbox, WorkflowID: testenv.WorkflowID,
 		FileName: x.Ready.Filename, LocalID: localID, ContentType: "text/csv", Compress: true, Body: bytes.NewReader(x.Body)}); err == nil {
 		t.Fatal("the cut-off send succeeded")
 	}
@@ -477,7 +483,7 @@ func TestInvalidBatchAndUnknownExportAreDeadLettered(t *testing.T) {
 		t.Errorf("%d batches terminated, want both acknowledged after their dead letters", n)
 	}
 	reasons := []string{}
-	for _, dl := range deliverytest.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender) {
+	for _, dl := range testenv.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender) {
 		reasons = append(reasons, dl.Reason)
 	}
 	joined := strings.Join(reasons, "\n")

@@ -9,9 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
-	"github.com/nhs-dps/dps-pipeline/pkg/delivery/deliverytest"
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/testenv"
 )
 
 // TestForgedReadyChangesNothing: batches naming a real export but another export's object (with its
@@ -54,7 +54,7 @@ func TestForgedReadyChangesNothing(t *testing.T) {
 	if len(sent) != 1 {
 		t.Fatalf("MESH holds %d messages for the export, want 1", len(sent))
 	}
-	dps := h.MESHClient(deliverytest.DPSMailbox, deliverytest.DPSPassword, 0)
+	dps := h.MESHClient(testenv.DPSMailbox, testenv.DPSPassword, 0)
 	if body := download(t, dps, st.MessageID); !bytes.Equal(body, hpv.Body) {
 		t.Fatalf("DPS received %d bytes, want the export's own %d-byte file", len(body), len(hpv.Body))
 	}
@@ -75,7 +75,7 @@ func TestForgedReadyChangesNothing(t *testing.T) {
 	if pending != 0 {
 		t.Errorf("%d records released, want none", pending)
 	}
-	dls := deliverytest.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
+	dls := testenv.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
 	if len(dls) != len(forged) {
 		t.Fatalf("%d dead letters, want %d", len(dls), len(forged))
 	}

@@ -97,7 +97,10 @@ func benchExport(b *testing.B) (pool *pgxpool.Pool, url, exportID string, rows i
 func BenchmarkCSVBuildVsCopy(b *testing.B) {
 	pool, url, exportID, rows := benchExport(b)
 	ctx := context.Background()
-	x := New(pool, nil, Config{})
+	x, err := New(Config{Pool: pool})
+	if err != nil {
+		b.Fatal(err)
+	}
 	var build, cp time.Duration
 	var size, copySize int64
 	for b.Loop() {
@@ -182,7 +185,10 @@ func TestBenchChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	x := New(pool, nil, Config{})
+	x, err := New(Config{Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := newDigestWriter()
 	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		st, err := x.writeFile(ctx, tx, exportID, d)

@@ -83,12 +83,15 @@ func (e *RequestConflictError) Error() string {
 	return fmt.Sprintf("request id %q is already recorded with other content (programme, requested_by, requested_at or dry_run); use a new request id", e.RequestID)
 }
 
-// Config configures an Exporter.
+// Config wires an Exporter.
 type Config struct {
+	Pool *pgxpool.Pool
+	// Objects is the "dps-exports" bucket; it may be nil only for an Exporter that runs dry runs alone.
+	Objects jetstream.ObjectStore
 	// UniqueIDURI is the DPS UNIQUE_ID_URI; dps.DefaultUniqueIDURI when empty.
 	UniqueIDURI string
-	Logger      *slog.Logger
-	// Metrics may be nil.
+	// Logger; nil logs nothing. Metrics; nil means no metrics (a private set nobody scrapes).
+	Logger  *slog.Logger
 	Metrics *Metrics
 }
 
@@ -102,14 +105,18 @@ type Exporter struct {
 	uniqueIDURI string
 }
 
-// New returns an Exporter storing files in objects (the "dps-exports" bucket). objects may be nil only
-// for an Exporter that runs dry runs alone.
-func New(pool *pgxpool.Pool, objects jetstream.ObjectStore, cfg Config) *Exporter {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// New checks cfg and returns an Exporter. It contacts nothing.
+func New(cfg Config) (*Exporter, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("exporter: a Postgres pool is required")
 	}
-	return &Exporter{pool: pool, objects: objects, log: log, metrics: cfg.Metrics, uniqueIDURI: cfg.UniqueIDURI}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Exporter{pool: cfg.Pool, objects: cfg.Objects, log: cfg.Logger, metrics: cfg.Metrics, uniqueIDURI: cfg.UniqueIDURI}, nil
 }
 
 // Option adjusts one Export call.

@@ -12,13 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 	"github.com/nhs-dps/dps-pipeline/pkg/dps"
-	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
-	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
+	"github.com/nhs-dps/dps-pipeline/pkg/testenv"
 )
 
 // env is one test's real Postgres database and real NATS server with the production topology.
@@ -34,22 +32,9 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	url, pool := pgtest.NewMigratedDatabase(t)
-	_, natsURL := natstest.Run(t)
-	nc, js := natstest.Connect(t, natsURL)
-	ctx := t.Context()
 	// Short ack waits: a lost ack under a loaded test machine is redelivered in seconds, not a minute.
-	if err := bus.EnsureTopology(ctx, js, bus.WithAckWait(5*time.Second, 3*time.Second)); err != nil {
-		t.Fatalf("topology: %v", err)
-	}
-	objects, err := js.ObjectStore(ctx, bus.BucketExports)
-	if err != nil {
-		t.Fatalf("bucket: %v", err)
-	}
-	if _, err := demodata.Reference(ctx, pool); err != nil {
-		t.Fatalf("reference data: %v", err)
-	}
-	return &env{t: t, url: url, pool: pool, nc: nc, js: js, objects: objects, log: testLogger(t)}
+	w := testenv.New(t, testenv.Options{SenderAckWait: 5 * time.Second, AckWait: 3 * time.Second})
+	return &env{t: t, url: w.DBURL, pool: w.Pool, nc: w.NC, js: w.JS, objects: w.Objects, log: testLogger(t)}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -75,11 +60,19 @@ func (e *env) newPool() *pgxpool.Pool {
 }
 
 func (e *env) exporter(pool *pgxpool.Pool) *Exporter {
-	return New(pool, e.objects, Config{Logger: e.log})
+	x, err := New(Config{Pool: pool, Objects: e.objects, Logger: e.log})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return x
 }
 
 func (e *env) relay(pool *pgxpool.Pool) *outbox.Relay {
-	return outbox.NewRelay(pool, e.js, e.log)
+	r, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, JS: e.js, Logger: e.log})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
 }
 
 // request makes a request with a fresh id.

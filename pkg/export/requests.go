@@ -18,7 +18,7 @@ import (
 type RequestConsumerConfig struct {
 	Exporter *Exporter
 	JS       jetstream.JetStream
-	// Logger; nil logs nothing. Metrics; nil means no metrics.
+	// Logger; nil logs nothing. Metrics; nil means no metrics (a private set nobody scrapes).
 	Logger  *slog.Logger
 	Metrics *Metrics
 	// Heartbeat is how often a request being exported is reported in progress; default a third of the
@@ -55,6 +55,9 @@ func NewRequestConsumer(cfg RequestConsumerConfig) (*RequestConsumer, error) {
 	}
 	if cfg.MaxRetryDelay <= 0 {
 		cfg.MaxRetryDelay = 10 * time.Minute
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
 	c := &RequestConsumer{exporter: cfg.Exporter, metrics: cfg.Metrics}
 	r, err := runner.New(runner.Config{

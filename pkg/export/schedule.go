@@ -34,13 +34,25 @@ type Schedule struct {
 	clock func() time.Time
 }
 
-// NewSchedule parses spec, a five-field cron expression.
-func NewSchedule(spec string, pool *pgxpool.Pool, log *slog.Logger) (*Schedule, error) {
-	s, err := cron.ParseStandard(spec)
+// ScheduleConfig wires a Schedule.
+type ScheduleConfig struct {
+	// Spec is a five-field cron expression (PRODUCER_SCHEDULE).
+	Spec string
+	Pool *pgxpool.Pool
+	// Logger; nil logs nothing.
+	Logger *slog.Logger
+}
+
+// NewSchedule parses cfg.Spec and returns the schedule. It contacts nothing.
+func NewSchedule(cfg ScheduleConfig) (*Schedule, error) {
+	s, err := cron.ParseStandard(cfg.Spec)
 	if err != nil {
-		return nil, fmt.Errorf("schedule %q: %w", spec, err)
+		return nil, fmt.Errorf("schedule %q: %w", cfg.Spec, err)
 	}
-	return &Schedule{spec: s, pool: pool, log: log, clock: time.Now}, nil
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Schedule{spec: s, pool: cfg.Pool, log: cfg.Logger, clock: time.Now}, nil
 }
 
 // Next is the first firing after t.

@@ -11,7 +11,7 @@ import (
 )
 
 func TestScheduleNextIsUKTime(t *testing.T) {
-	s, err := NewSchedule("0 2 * * *", nil, nil)
+	s, err := NewSchedule(ScheduleConfig{Spec: "0 2 * * *"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestScheduleNextIsUKTime(t *testing.T) {
 			t.Errorf("next after %s: %s, want %s", c.after, got.UTC(), c.want)
 		}
 	}
-	if _, err := NewSchedule("every night", nil, nil); err == nil {
+	if _, err := NewSchedule(ScheduleConfig{Spec: "every night"}); err == nil {
 		t.Error("a bad expression was accepted")
 	}
 }
@@ -35,7 +35,7 @@ func TestSchedulePublish(t *testing.T) {
 	fired := time.Date(2024, 8, 23, 1, 0, 0, 0, time.UTC) // 02:00 in London
 	total := 0
 	for range 2 {
-		s, err := NewSchedule("0 2 * * *", e.newPool(), e.log)
+		s, err := NewSchedule(ScheduleConfig{Spec: "0 2 * * *", Pool: e.newPool(), Logger: e.log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestPrePublishedScheduleIDChangesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := NewSchedule("0 2 * * *", e.pool, e.log)
+	s, err := NewSchedule(ScheduleConfig{Spec: "0 2 * * *", Pool: e.pool, Logger: e.log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,30 +93,43 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// WithMetrics counts set-aside rows in m.
-func WithMetrics(m *Metrics) Option { return func(r *Relay) { r.metrics = m } }
-
 // SetAsideOrigin is the dead letter's "stream" for an outbox row: the table it was in. Its stream_seq
 // is the row's id.
 const SetAsideOrigin = "dps_outbox"
 
-// Option adjusts a Relay.
-type Option func(*Relay)
+// RelayConfig wires a Relay. Zero values take the defaults given.
+type RelayConfig struct {
+	Pool *pgxpool.Pool
+	JS   jetstream.JetStream
+	// Logger; nil logs nothing. Metrics; nil means no metrics (an unregistered set).
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// Interval is how often the relay looks for rows when no notification arrives; default 1s.
+	Interval time.Duration
+	// OnPublished, when set, is called after each message the stream acknowledged (crash tests).
+	OnPublished func(subject string)
+}
 
-// WithInterval sets how often the relay looks for rows when no notification arrives.
-func WithInterval(d time.Duration) Option { return func(r *Relay) { r.interval = d } }
-
-// OnPublished is called after each message the stream acknowledged, for metrics.
-func OnPublished(f func(subject string)) Option { return func(r *Relay) { r.published = f } }
-
-// NewRelay builds a relay.
-func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger, opts ...Option) *Relay {
-	r := &Relay{pool: pool, js: js, log: log, batch: 100, interval: time.Second, publishTTL: 10 * time.Second,
-		published: func(string) {}, metrics: NewMetrics(nil)}
-	for _, o := range opts {
-		o(r)
+// NewRelay checks cfg and returns a relay. It contacts nothing.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	if cfg.Pool == nil || cfg.JS == nil {
+		return nil, errors.New("outbox relay: a Postgres pool and a JetStream context are required")
 	}
-	return r
+	r := &Relay{pool: cfg.Pool, js: cfg.JS, log: cfg.Logger, batch: 100, interval: cfg.Interval, publishTTL: 10 * time.Second,
+		published: cfg.OnPublished, metrics: cfg.Metrics}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.interval <= 0 {
+		r.interval = time.Second
+	}
+	if r.published == nil {
+		r.published = func(string) {}
+	}
+	if r.metrics == nil {
+		r.metrics = NewMetrics(nil)
+	}
+	return r, nil
 }
 
 // Run publishes until ctx ends. Publication errors (NATS down) are logged and retried; they never stop

@@ -23,7 +23,13 @@ func setup(t *testing.T) (*Relay, func() *Relay, jetstream.JetStream, context.Co
 		t.Fatal(err)
 	}
 	_, pool := pgtest.NewMigratedDatabase(t)
-	newRelay := func() *Relay { return NewRelay(pool, js, logging.Discard(), WithInterval(20*time.Millisecond)) }
+	newRelay := func() *Relay {
+		r, err := NewRelay(RelayConfig{Pool: pool, JS: js, Logger: logging.Discard(), Interval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
 	return newRelay(), newRelay, js, ctx
 }
 

@@ -82,7 +82,7 @@ func (c ReplayCommand[C]) run(ctx context.Context, cfg C, shared config.Shared, 
 	}
 	sum, err := replay.Run(ctx, deps.JS, c.Stream, c.Subject, r, handle)
 	// Publish the events of what the handler changed before exiting.
-	FlushOutbox(ctx, deps, log)
+	FlushOutbox(ctx, deps, log, nil)
 	if perr := sum.Print(stdout); perr != nil && err == nil {
 		err = perr
 	}

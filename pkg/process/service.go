@@ -51,7 +51,10 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 		return &config.Error{Var: "HTTP_ADDR", Problem: fmt.Sprintf("cannot listen: %v", err)}
 	}
 	outboxMetrics := outbox.NewMetrics(s.Registry)
-	relay := outbox.NewRelay(s.Deps.Pool, s.Deps.JS, s.Log, outbox.WithMetrics(outboxMetrics))
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: s.Deps.Pool, JS: s.Deps.JS, Logger: s.Log, Metrics: outboxMetrics})
+	if err != nil {
+		return err
+	}
 	checks, progress := s.progressChecks(relay)
 	for _, c := range checks {
 		srv.AddCheck(c)
@@ -82,11 +85,11 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	if progress != nil {
 		wg.Go(func() { progress.Run(sideCtx) })
 	}
-	err := work(ctx)
+	err = work(ctx)
 	stopSide()
 	wg.Wait()
 
-	FlushOutbox(ctx, s.Deps, s.Log, outbox.WithMetrics(outboxMetrics))
+	FlushOutbox(ctx, s.Deps, s.Log, outboxMetrics)
 	return err
 }
 
@@ -145,11 +148,15 @@ func (s Service) progressChecks(relay *outbox.Relay) ([]health.Check, *bus.Consu
 
 // FlushOutbox publishes the events still pending in the outbox within FlushTimeout, even when ctx has
 // ended, rather than leaving them to the next process to start; a failure is only logged, since that
-// next process will publish them.
-func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger, opts ...outbox.Option) {
+// next process will publish them. metrics may be nil.
+func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger, metrics *outbox.Metrics) {
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
 	defer cancel()
-	if _, err := outbox.NewRelay(deps.Pool, deps.JS, log, opts...).Flush(flushCtx); err != nil {
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: deps.Pool, JS: deps.JS, Logger: log, Metrics: metrics})
+	if err == nil {
+		_, err = relay.Flush(flushCtx)
+	}
+	if err != nil {
 		log.Warn("publish pending events at exit; the next process to start will", slog.Any("error", err))
 	}
 }

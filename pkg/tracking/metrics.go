@@ -24,10 +24,13 @@ type Metrics struct {
 	Transitions *prometheus.CounterVec
 }
 
-// NewMetrics registers the tracker's metrics on reg. pool, when not nil, backs the
+// NewMetrics registers the tracker's metrics on reg (nil: a private registry nobody scrapes). pool, when not nil, backs the
 // dps_exports_by_status gauge, read from the database at scrape time so that every replica reports
 // the same truth rather than its own share.
 func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool, log *slog.Logger) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	m := &Metrics{
 		SentToAcknowledged: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "dps_tracker_sent_to_acknowledged_seconds",

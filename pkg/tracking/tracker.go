@@ -21,7 +21,6 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/runner"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults for the Config fields that have no environment variable.
@@ -56,7 +55,7 @@ type Config struct {
 	ShutdownGrace time.Duration
 
 	Logger *slog.Logger
-	// Metrics, when nil, are registered on a private registry.
+	// Metrics; nil means no metrics (a private set nobody scrapes).
 	Metrics *Metrics
 }
 
@@ -116,7 +115,7 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	m := cfg.Metrics
 	if m == nil {
-		m = NewMetrics(prometheus.NewRegistry(), nil, log)
+		m = NewMetrics(nil, nil, log)
 	}
 	t := &Tracker{cfg: cfg, log: log, m: m, wake: make(chan struct{}, 1)}
 	sent, err := t.newSentRunner()

@@ -1,9 +1,10 @@
-// Package deliverytest builds the world a sender test needs out of real parts: an embedded NATS
-// server with the pipeline's topology, a fresh migrated Postgres database, and the MESH sandbox over
-// httptest with our mailbox and the DPS one. It makes exports the way the producer leaves them (rows,
-// linked records, the CSV in the Object Store, dps.export.ready published), so sender tests do not
-// depend on the producer. It must only be imported by tests and benchmarks.
-package deliverytest
+// Package testenv builds the world a test of the pipeline's services needs, out of real parts: an
+// embedded NATS server with the pipeline's topology, a fresh migrated Postgres database with the demo
+// reference data, and our MESH sandbox over httptest with our mailbox and the DPS one. It makes the rows
+// a test starts from the way the pipeline leaves them, with records from pkg/demodata: an export as the
+// producer leaves it (CreateExport, AddExport) or as the sender leaves it (AcceptedExport). It is
+// imported by tests and benchmarks only.
+package testenv
 
 import (
 	"context"
@@ -12,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -24,11 +26,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
+	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
 // Sandbox identities. The shared key and passwords are test values, never real ones.
@@ -54,36 +59,43 @@ type Env struct {
 	Objects jetstream.ObjectStore
 	Sandbox *meshsandbox.Server
 	MESHURL string
-
-	programmeID, teamID, patientID int64
 }
 
 // Options adjust New.
 type Options struct {
 	// SenderAckWait is the sender consumer's ack wait (and so its first redelivery delay); default 2s.
 	SenderAckWait time.Duration
+	// AckWait is the producer's and tracker's consumers'; default pkg/bus's.
+	AckWait time.Duration
 }
 
-// New starts NATS, makes the database and starts the sandbox; everything stops at cleanup.
+// New starts NATS, makes the database with the reference data and starts the sandbox; everything
+// stops at cleanup.
 func New(tb testing.TB, o Options) *Env {
 	tb.Helper()
 	if o.SenderAckWait <= 0 {
 		o.SenderAckWait = 2 * time.Second
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = bus.NewTopology().AckWait
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := &Env{tb: tb}
 	_, e.NATSURL = natstest.Run(tb)
 	e.NC, e.JS = natstest.Connect(tb, e.NATSURL)
-	if err := bus.EnsureTopology(ctx, e.JS, bus.WithAckWait(o.SenderAckWait, o.SenderAckWait)); err != nil {
-		tb.Fatalf("topology: %v", err)
+	if err := bus.EnsureTopology(ctx, e.JS, bus.WithAckWait(o.SenderAckWait, o.AckWait)); err != nil {
+		tb.Fatalf("testenv: topology: %v", err)
 	}
 	objects, err := bus.ExportStore(ctx, e.JS)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("testenv: %v", err)
 	}
 	e.Objects = objects
 	e.DBURL, e.Pool = pgtest.NewMigratedDatabase(tb)
+	if _, err := demodata.Reference(ctx, e.Pool); err != nil {
+		tb.Fatalf("testenv: reference data: %v", err)
+	}
 
 	e.Sandbox = meshsandbox.New(meshsandbox.Config{
 		SharedKey: SharedKey,
@@ -95,18 +107,7 @@ func New(tb testing.TB, o Options) *Env {
 	srv := httptest.NewServer(e.Sandbox.Handler())
 	tb.Cleanup(srv.Close)
 	e.MESHURL = srv.URL
-
-	e.exec(ctx, &e.teamID, `INSERT INTO teams (name, ods_code) VALUES ('SAIS team', 'R1L') RETURNING id`)
-	e.exec(ctx, &e.programmeID, `INSERT INTO programmes (code, name) VALUES ($1, 'Human papillomavirus') RETURNING id`, Programme)
-	e.exec(ctx, &e.patientID, `INSERT INTO patients (given_name, family_name, date_of_birth) VALUES ('Test', 'Patient', '2010-01-01') RETURNING id`)
 	return e
-}
-
-func (e *Env) exec(ctx context.Context, into *int64, sql string, args ...any) {
-	e.tb.Helper()
-	if err := e.Pool.QueryRow(ctx, sql, args...).Scan(into); err != nil {
-		e.tb.Fatalf("fixture %q: %v", sql, err)
-	}
 }
 
 // MESHClient is a client for mailbox on the sandbox with fast retries. maxRetries < 0 disables them.
@@ -123,15 +124,47 @@ func (e *Env) MESHClient(mailbox, password string, maxRetries int) *mesh.Client 
 	return c
 }
 
-// Export is an export made by CreateExport.
+// NewPool opens a separate pool on the test's database, as another replica would have.
+func (e *Env) NewPool(ctx context.Context) *pgxpool.Pool {
+	e.tb.Helper()
+	p, err := store.Connect(ctx, e.DBURL)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	e.tb.Cleanup(p.Close)
+	return p
+}
+
+// AddRecords adds n administered HPV vaccination records with pkg/demodata (so the queue trigger
+// makes each a candidate, as the recording application's writes do) and returns their ids.
+func (e *Env) AddRecords(ctx context.Context, n int) []int64 {
+	e.tb.Helper()
+	ids := make([]int64, 0, n)
+	for range n {
+		id, _, err := demodata.AddRecord(ctx, e.Pool, demodata.RecordSpec{Programme: Programme})
+		if err != nil {
+			e.tb.Fatalf("testenv: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Export is an export made by CreateExport or AcceptedExport.
 type Export struct {
 	Ready     bus.ExportReady
 	Body      []byte
 	RecordIDs []int64
+	// MessageID is MESH's message id, for an AcceptedExport.
+	MessageID string
 }
 
-// CreateExport writes what the producer would: vaccination records, the export row, the links, the
-// records taken out of the pending set, and the CSV in the Object Store. It does not publish.
+// ID is the export's id.
+func (x Export) ID() string { return x.Ready.ExportID }
+
+// CreateExport writes what the producer would: `records` new vaccination records, the export row,
+// the links, the records taken out of the pending set, and a file in the Object Store. It does not
+// publish.
 func (e *Env) CreateExport(ctx context.Context, records int) Export {
 	e.tb.Helper()
 	id := uuid.NewString()
@@ -149,38 +182,28 @@ func (e *Env) CreateExport(ctx context.Context, records int) Export {
 		SizeBytes: int64(len(body)), SHA256: hex.EncodeToString(sum[:]), Rows: int64(records),
 		CreatedAt: time.Now().UTC().Truncate(time.Millisecond),
 	}
-	var ids []int64
+	ids := e.AddRecords(ctx, records)
 	err := pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `
 			INSERT INTO dps_exports (id, programme_id, filename, row_count, object_name, size_bytes, sha256)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			id, e.programmeID, ready.Filename, records, ready.ObjectName, ready.SizeBytes, ready.SHA256); err != nil {
+			SELECT $1, id, $3, $4, $5, $6, $7 FROM programmes WHERE code = $2`,
+			id, Programme, ready.Filename, records, ready.ObjectName, ready.SizeBytes, ready.SHA256); err != nil {
 			return err
 		}
-		for range records {
-			var rid int64
-			var updated time.Time
-			if err := tx.QueryRow(ctx, `
-				INSERT INTO vaccination_records (uuid, programme_id, patient_id, team_id, outcome, performed_at)
-				VALUES ($1, $2, $3, $4, 'administered', now()) RETURNING id, updated_at`,
-				uuid.NewString(), e.programmeID, e.patientID, e.teamID).Scan(&rid, &updated); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
-				VALUES ($1, $2, $3, 'new')`, id, rid, updated); err != nil {
-				return err
-			}
-			ids = append(ids, rid)
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
+			SELECT $1, id, updated_at, 'new' FROM vaccination_records WHERE id = ANY($2)`, id, ids); err != nil {
+			return err
 		}
 		_, err := tx.Exec(ctx, `DELETE FROM dps_pending_records WHERE vaccination_record_id = ANY($1)`, ids)
 		return err
 	})
 	if err != nil {
-		e.tb.Fatalf("create export: %v", err)
+		e.tb.Fatalf("testenv: create export: %v", err)
 	}
 	if _, err := bus.PutExport(ctx, e.Objects, ready.ObjectName, strings.NewReader(b.String()),
 		bus.ExportMeta{ExportID: id, Programme: Programme, Filename: ready.Filename}); err != nil {
-		e.tb.Fatalf("put export: %v", err)
+		e.tb.Fatalf("testenv: put export: %v", err)
 	}
 	return Export{Ready: ready, Body: body, RecordIDs: ids}
 }
@@ -189,7 +212,7 @@ func (e *Env) CreateExport(ctx context.Context, records int) Export {
 func (e *Env) Publish(ctx context.Context, r bus.ExportReady) {
 	e.tb.Helper()
 	if _, err := bus.Publish(ctx, e.JS, bus.SubjectExportReady, r.ExportID, r); err != nil {
-		e.tb.Fatalf("publish ready: %v", err)
+		e.tb.Fatalf("testenv: publish ready: %v", err)
 	}
 }
 
@@ -201,7 +224,67 @@ func (e *Env) AddExport(ctx context.Context, records int) Export {
 	return x
 }
 
-// ExportState is an export's row as the sender leaves it.
+// AcceptedExport is an export as the sender leaves it: CreateExport, its file sent from our mailbox
+// to DPS's through the sandbox, and the export recorded accepted under MESH's message id with its
+// first attempt. Neither dps.export.ready nor dps.export.sent is published or enqueued: the test
+// announces what it needs.
+func (e *Env) AcceptedExport(ctx context.Context, records int) Export {
+	e.tb.Helper()
+	x := e.CreateExport(ctx, records)
+	client := e.MESHClient(OurMailbox, OurPassword, 2)
+	localID := x.ID() + ".1"
+	var err error
+	x.MessageID, err = client.Send(ctx, mesh.OutboundMessage{
+		To: DPSMailbox, WorkflowID: WorkflowID, FileName: x.Ready.Filename, LocalID: localID,
+		ContentType: "text/csv", Body: strings.NewReader(string(x.Body)),
+	})
+	if err != nil {
+		e.tb.Fatalf("testenv: send export file: %v", err)
+	}
+	err = pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO dps_export_attempts (export_id, attempt, local_id, outcome, mesh_message_id, finished_at)
+			VALUES ($1, 1, $2, 'accepted', $3, now())`, x.ID(), localID, x.MessageID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
+			UPDATE dps_exports SET status = $2, mesh_message_id = $3, mesh_local_id = $4, attempts = 1, sent_at = now()
+			WHERE id = $1`, x.ID(), lifecycle.Accepted, x.MessageID, localID)
+		return err
+	})
+	if err != nil {
+		e.tb.Fatalf("testenv: record export accepted: %v", err)
+	}
+	return x
+}
+
+// ActAsDPS downloads and acknowledges every message in the DPS inbox, as DPS does, and returns how
+// many it acknowledged.
+func (e *Env) ActAsDPS(ctx context.Context) int {
+	e.tb.Helper()
+	dps := e.MESHClient(DPSMailbox, DPSPassword, 2)
+	ids, err := dps.Inbox(ctx)
+	if err != nil {
+		e.tb.Fatalf("testenv: DPS inbox: %v", err)
+	}
+	for _, id := range ids {
+		d, err := dps.Download(ctx, id)
+		if err != nil {
+			e.tb.Fatalf("testenv: DPS download %s: %v", id, err)
+		}
+		_, err = io.Copy(io.Discard, d.Body)
+		d.Body.Close()
+		if err != nil {
+			e.tb.Fatalf("testenv: DPS download %s: %v", id, err)
+		}
+		if err := dps.Acknowledge(ctx, id); err != nil {
+			e.tb.Fatalf("testenv: DPS acknowledge %s: %v", id, err)
+		}
+	}
+	return len(ids)
+}
+
+// ExportState is an export's row as the services leave it.
 type ExportState struct {
 	Status                                       lifecycle.Status
 	MessageID, LocalID, LastError, LastErrorCode string
@@ -215,7 +298,7 @@ func (e *Env) State(ctx context.Context, id string) ExportState {
 	var mid, lid, lerr, lcode *string
 	if err := e.Pool.QueryRow(ctx, `SELECT status, mesh_message_id, mesh_local_id, last_error, last_error_code, attempts
 		FROM dps_exports WHERE id = $1`, id).Scan(&s.Status, &mid, &lid, &lerr, &lcode, &s.Attempts); err != nil {
-		e.tb.Fatalf("export %s: %v", id, err)
+		e.tb.Fatalf("testenv: export %s: %v", id, err)
 	}
 	for _, p := range []struct {
 		dst *string
@@ -236,6 +319,41 @@ func (e *Env) CountStatus(ctx context.Context, status lifecycle.Status) int {
 		e.tb.Fatal(err)
 	}
 	return n
+}
+
+// OutboxCount counts the events enqueued for subject: the transitions themselves, before any
+// deduplication by the stream could hide a second one.
+func (e *Env) OutboxCount(ctx context.Context, subject string) int {
+	e.tb.Helper()
+	var n int
+	if err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM dps_outbox WHERE subject = $1`, subject).Scan(&n); err != nil {
+		e.tb.Fatal(err)
+	}
+	return n
+}
+
+// Unpublished counts outbox rows not yet published.
+func (e *Env) Unpublished(ctx context.Context) int64 {
+	e.tb.Helper()
+	n, err := outbox.Pending(ctx, e.Pool)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return n
+}
+
+// StreamCount counts the messages stream holds on subject.
+func (e *Env) StreamCount(ctx context.Context, stream, subject string) uint64 {
+	e.tb.Helper()
+	s, err := e.JS.Stream(ctx, stream)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return info.State.Subjects[subject]
 }
 
 // WaitFor polls cond every 20 ms until it holds or the timeout passes (a safety net for a broken
