@@ -68,7 +68,7 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 		if errors.Is(err, flag.ErrHelp) {
 			return cmd, err // usage printed: exit 0
 		}
-		return cmd, cli.Usagef("%s: %v", cmd.name, err)
+		return cmd, cli.Usagef("%v", err)
 	}
 	if cmd.name == "redrive" {
 		seqs, err := deadlettercli.ParseRedriveSeqs(fs.Args())
@@ -79,25 +79,25 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 		return cmd, nil
 	}
 	if fs.NArg() > 0 {
-		return cmd, cli.Usagef("%s: unexpected argument %q", cmd.name, fs.Arg(0))
+		return cmd, cli.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	switch cmd.name {
 	case "seed":
 		if cmd.records <= 0 {
-			return cmd, cli.Usagef("seed: --records must be a positive number")
+			return cmd, cli.Usagef("--records must be a positive number")
 		}
 	case "export", "request":
 		if cmd.programme == "" {
-			return cmd, cli.Usagef("%s: --programme is required (a code such as HPV, or ALL)", cmd.name)
+			return cmd, cli.Usagef("--programme is required (a code such as HPV, or ALL)")
 		}
 		if !programmeCode.MatchString(cmd.programme) {
-			return cmd, cli.Usagef("%s: --programme %q is not a programme code (upper case, e.g. HPV or TD_IPV)", cmd.name, cmd.programme)
+			return cmd, cli.Usagef("--programme %q is not a programme code (upper case, e.g. HPV or TD_IPV)", cmd.programme)
 		}
 		if cmd.name == "request" && cmd.requestedBy == "" {
-			return cmd, cli.Usagef("request: --requested-by must not be empty")
+			return cmd, cli.Usagef("--requested-by must not be empty")
 		}
 		if len(cmd.requestID) > 128 {
-			return cmd, cli.Usagef("request: --request-id is longer than 128 characters")
+			return cmd, cli.Usagef("--request-id is longer than 128 characters")
 		}
 	case "dead-letters":
 		if err := cmd.deadLetters.Check(time.Now()); err != nil {

@@ -244,7 +244,7 @@ func copyOpener(cmd command) (func(export.Result) (io.WriteCloser, error), error
 		dir = true
 	}
 	if cmd.programme == export.AllProgrammes && !dir {
-		return nil, cli.Usagef("export: with --programme ALL, --out must be an existing directory")
+		return nil, cli.Usagef("with --programme ALL, --out must be an existing directory")
 	}
 	return func(r export.Result) (io.WriteCloser, error) {
 		path := cmd.out

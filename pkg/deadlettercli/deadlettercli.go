@@ -64,18 +64,18 @@ func (o *ListOptions) Check(now time.Time) error {
 	switch o.stage {
 	case "", bus.StageRequest, bus.StageSender, bus.StageTracker, bus.StageOutbox:
 	default:
-		return cli.Usagef("dead-letters: --stage %q: want request, sender, tracker or outbox", o.stage)
+		return cli.Usagef("--stage %q: want request, sender, tracker or outbox", o.stage)
 	}
 	if o.limit < 0 {
-		return cli.Usagef("dead-letters: --limit must not be negative")
+		return cli.Usagef("--limit must not be negative")
 	}
 	if o.showPayload && !o.json {
-		return cli.Usagef("dead-letters: --show-payload needs --json (payloads are never printed in the table)")
+		return cli.Usagef("--show-payload needs --json (payloads are never printed in the table)")
 	}
 	if v := strings.TrimSpace(o.since); v != "" {
 		t, err := parseSince(v, now)
 		if err != nil {
-			return cli.Usagef("dead-letters: %v", err)
+			return cli.Usagef("%v", err)
 		}
 		o.sinceTime = t
 	}
@@ -100,13 +100,13 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 // ParseRedriveSeqs reads the DPS_DEADLETTER sequences `redrive` is given.
 func ParseRedriveSeqs(args []string) ([]uint64, error) {
 	if len(args) == 0 {
-		return nil, cli.Usagef("redrive: give the DPS_DEADLETTER sequence(s) to re-drive (see `producer dead-letters`)")
+		return nil, cli.Usagef("give the DPS_DEADLETTER sequence(s) to re-drive (see `producer dead-letters`)")
 	}
 	seqs := make([]uint64, 0, len(args))
 	for _, a := range args {
 		n, err := strconv.ParseUint(a, 10, 64)
 		if err != nil || n == 0 {
-			return nil, cli.Usagef("redrive: %q is not a dead-letter sequence (a positive number)", a)
+			return nil, cli.Usagef("%q is not a dead-letter sequence (a positive number)", a)
 		}
 		seqs = append(seqs, n)
 	}
