@@ -113,3 +113,26 @@ func TestLongSendAckedOnce(t *testing.T) {
 		t.Errorf("%v redeliveries found the export already sent", n)
 	}
 }
+
+// TestHugeReadyDeadLetteredAndNothingStalls: a ready message with a 500,000-character file name (valid
+// for the old schema) is refused before it is parsed and dead-lettered with its payload cut to the bound,
+// and the batch after it is sent: neither the consumer nor the outbox stalls behind it.
+func TestHugeReadyDeadLetteredAndNothingStalls(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	x := h.CreateExport(ctx, 1)
+	huge := `{"export_id":"` + x.Ready.ExportID + `","programme":"HPV","filename":"Vaccinations-` + strings.Repeat("A", 500_000) +
+		`-2024-08-23.csv","object_name":"` + x.Ready.ObjectName + `","size_bytes":1,"sha256":"` + x.Ready.SHA256 + `","rows":1,"created_at":"2024-08-23T02:00:00Z"}`
+	if _, err := h.JS.Publish(ctx, bus.SubjectExportReady, []byte(huge)); err != nil {
+		t.Fatal(err)
+	}
+	h.Publish(ctx, x.Ready)
+	h.start(h.sender(h.config(), 0))
+	h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
+	h.waitEvents(bus.SubjectDeadLetterSender, 1)
+	h.waitEvents(bus.SubjectExportSent, 1)
+	dls := deliverytest.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
+	if len(dls) != 1 || !dls[0].PayloadTruncated || dls[0].PayloadSize != len(huge) || len(dls[0].Payload) != bus.MaxDeadLetterPayload {
+		t.Fatalf("dead letters %d; want one keeping %d of %d bytes", len(dls), bus.MaxDeadLetterPayload, len(huge))
+	}
+}

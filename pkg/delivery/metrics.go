@@ -10,7 +10,7 @@ type Metrics struct {
 	Sent               *prometheus.CounterVec // label how: new | adopted | forced
 	DuplicatesAvoided  prometheus.Counter
 	Retries            *prometheus.CounterVec // label reason: transient | locked
-	Failures           *prometheus.CounterVec // label reason: mesh | object | exhausted | invalid | missing_export | mismatch
+	Failures           *prometheus.CounterVec // label reason: mesh | object | exhausted | invalid | missing_export | mismatch | database
 	SendDuration       prometheus.Histogram
 	BytesSent          prometheus.Counter
 	InFlight           prometheus.Gauge
@@ -62,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, reason := range []string{"transient", "locked"} {
 		m.Retries.WithLabelValues(reason)
 	}
-	for _, reason := range []string{"mesh", "object", "exhausted", "invalid", "missing_export", "mismatch"} {
+	for _, reason := range []string{"mesh", "object", "exhausted", "invalid", "missing_export", "mismatch", "database"} {
 		m.Failures.WithLabelValues(reason)
 	}
 	return m

@@ -15,6 +15,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/health"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/runner"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
 // Config wires a Sender: its connections, then the settings. Zero values take the defaults given.
@@ -187,6 +188,12 @@ func (s *Sender) sendBatch(ctx context.Context, d runner.Delivery) runner.Outcom
 		s.metrics.Retries.WithLabelValues("locked").Inc()
 		return runner.RetryAfter(s.cfg.LockedDelay, errLocked)
 	default:
+		if dbErr, permanent := store.IsPermanent(res.Err); permanent {
+			// Postgres refuses what this batch leads to for good: retrying would only hold a slot.
+			s.metrics.Failures.WithLabelValues("database").Inc()
+			return runner.DeadLetter("database_refused", fmt.Sprintf(
+				"Postgres refused the batch's work for good (SQLSTATE %s): %v", dbErr.SQLState, res.Err))
+		}
 		s.metrics.Retries.WithLabelValues("transient").Inc()
 		var me *mesh.Error
 		if errors.As(res.Err, &me) {

@@ -14,6 +14,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/runner"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
 // retryDelay is how long a dps.export.sent message waits before redelivery when the database could
@@ -111,6 +112,9 @@ func (t *Tracker) startTracking(ctx context.Context, d runner.Delivery) runner.O
 	}
 	log := d.Log.With(slog.String("export_id", ev.ExportID), slog.String("mesh_message_id", ev.MeshMessageID))
 	problem, err := checkSent(ctx, t.cfg.Pool, ev)
+	if dbErr, permanent := store.IsPermanent(err); permanent {
+		return runner.DeadLetter("database_refused", fmt.Sprintf("Postgres refused the event for good (SQLSTATE %s): %v", dbErr.SQLState, err))
+	}
 	if err != nil {
 		return runner.Retry(err)
 	}
