@@ -131,7 +131,7 @@ func TestHugeReadyDeadLetteredAndNothingStalls(t *testing.T) {
 	h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
 	h.waitEvents(bus.SubjectDeadLetterSender, 1)
 	h.waitEvents(bus.SubjectExportSent, 1)
-	dls := deliverytest.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
+	dls := testenv.Events[bus.DeadLetterMessage](h.Env, ctx, bus.StreamDeadLetter, bus.SubjectDeadLetterSender)
 	if len(dls) != 1 || !dls[0].PayloadTruncated || dls[0].PayloadSize != len(huge) || len(dls[0].Payload) != bus.MaxDeadLetterPayload {
 		t.Fatalf("dead letters %d; want one keeping %d of %d bytes", len(dls), bus.MaxDeadLetterPayload, len(huge))
 	}
