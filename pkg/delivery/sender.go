@@ -37,14 +37,15 @@ type Config struct {
 	// Concurrency is how many batches one sender handles at once; default 1. Replicas add more.
 	Concurrency int
 	// ShutdownGrace is how long an in-flight send may go on after Run's context ends before it is
-	// cancelled (SENDER_SHUTDOWN_GRACE); default 30s.
+	// cancelled (SENDER_SHUTDOWN_GRACE); default the runner's, 30s.
 	ShutdownGrace time.Duration
 	// RetryDelays are the nak delays after a transient failure, by delivery count (the last repeats);
 	// default 1s, 2s, 5s, 10s, 30s, 60s. MESH's Retry-After wins when longer.
 	RetryDelays []time.Duration
 	// LockedDelay is the nak delay when another sender holds the export; default 2s.
 	LockedDelay time.Duration
-	// FetchWait bounds one wait for a batch, and so how long a shutdown waits for a fetch; default 2s.
+	// FetchWait bounds one wait for a batch, and so how long a shutdown waits for a fetch; default the
+	// runner's, 2s.
 	FetchWait time.Duration
 	// GateWarnInterval is how often a closed gate is reported; default 5m.
 	GateWarnInterval time.Duration
@@ -56,17 +57,11 @@ func (c *Config) applyDefaults() {
 	if c.Concurrency < 1 {
 		c.Concurrency = 1
 	}
-	if c.ShutdownGrace <= 0 {
-		c.ShutdownGrace = 30 * time.Second
-	}
 	if len(c.RetryDelays) == 0 {
 		c.RetryDelays = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute}
 	}
 	if c.LockedDelay <= 0 {
 		c.LockedDelay = 2 * time.Second
-	}
-	if c.FetchWait <= 0 {
-		c.FetchWait = 2 * time.Second
 	}
 	if c.GateWarnInterval <= 0 {
 		c.GateWarnInterval = 5 * time.Minute
