@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 )
 
 func main() {
@@ -28,11 +30,11 @@ func check(args []string, stderr io.Writer) int {
 	status := fs.Int("status", http.StatusOK, "the status that means healthy")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: healthcheck [-k] [-status 200] [-timeout 3s] URL")
-		return 2
+		return cli.ExitUsage
 	}
 	client := &http.Client{
 		Timeout:   *timeout,
@@ -41,13 +43,13 @@ func check(args []string, stderr io.Writer) int {
 	resp, err := client.Get(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintln(stderr, "unhealthy:", err)
-		return 1
+		return cli.ExitFailure
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != *status {
 		fmt.Fprintf(stderr, "unhealthy: %s answered %d, want %d\n", fs.Arg(0), resp.StatusCode, *status)
-		return 1
+		return cli.ExitFailure
 	}
-	return 0
+	return cli.ExitOK
 }

@@ -15,12 +15,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 )
 
@@ -41,16 +40,16 @@ func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			os.Exit(cli.ExitOK)
 		}
 		fmt.Fprintln(os.Stderr, "mesh-sandbox:", err)
-		os.Exit(2)
+		os.Exit(cli.ExitUsage)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cli.SignalContext()
 	defer stop()
 	if err := run(ctx, cfg, os.Stdout, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
 		fmt.Fprintln(os.Stderr, "mesh-sandbox:", err)
-		os.Exit(1)
+		os.Exit(cli.ExitFailure)
 	}
 }
 
