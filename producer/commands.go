@@ -29,6 +29,8 @@ type command struct {
 
 	// migrate
 	createDatabase bool
+	// export, request, topology: how long to wait for NATS and for the streams and bucket
+	wait time.Duration
 
 	// dead-letters, redrive
 	deadLetters deadlettercli.ListOptions
@@ -43,12 +45,18 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 	fs := flag.NewFlagSet("producer "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	switch cmd.name {
+	case "export", "request", "topology":
+		fs.DurationVar(&cmd.wait, "wait", oneShotWait, "how long to wait for NATS and for the streams this command uses, which it never creates")
+	}
+	switch cmd.name {
 	case "run":
 	case "migrate":
 		fs.BoolVar(&cmd.createDatabase, "create-database", false, "create the database DATABASE_URL names if it does not exist (services never do)")
 	case "seed":
 		fs.IntVar(&cmd.records, "records", 0, "vaccination records to add (required)")
 		fs.Int64Var(&cmd.seed, "seed", 1, "random seed: the same seed on the same database gives the same rows")
+	case "topology":
+		fs.BoolVar(&cmd.dryRun, "dry-run", false, "only print what would be created or changed, and how")
 	case "export":
 		fs.StringVar(&cmd.programme, "programme", "", "programme code (HPV, FLU, MENACWY, TD_IPV) or ALL (required)")
 		fs.BoolVar(&cmd.dryRun, "dry-run", false, "build the files and report them, then roll back: nothing stored or published")
@@ -80,6 +88,9 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 	}
 	if fs.NArg() > 0 {
 		return cmd, cli.Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if cmd.wait < 0 {
+		return cmd, cli.Usagef("%s: --wait must not be negative", cmd.name)
 	}
 	switch cmd.name {
 	case "seed":

@@ -12,6 +12,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/deadlettercli"
+	"github.com/nhs-dps/dps-pipeline/pkg/process"
 )
 
 // natsConnectTimeout bounds how long a dead-letter command waits for NATS before giving up.
@@ -22,7 +23,7 @@ const natsConnectTimeout = 15 * time.Second
 func connectNATS(ctx context.Context, cfg config.Producer, name string) (*nats.Conn, jetstream.JetStream, error) {
 	cctx, cancel := context.WithTimeout(ctx, natsConnectTimeout)
 	defer cancel()
-	return bus.Connect(cctx, cfg.NATSURL, cfg.NATSCreds, name)
+	return bus.Connect(cctx, process.NATSOptions(cfg.Shared, name, slog.Default(), nil))
 }
 
 // runDeadLetters is `producer dead-letters` (pkg/deadlettercli), over NATS only.

@@ -31,6 +31,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		"replay":       replayCommand().Command(),
 		"dead-letters": subcommand("dead-letters", runDeadLetters),
 		"redrive":      subcommand("redrive", runRedrive),
+		"topology":     subcommand("topology", runTopology),
 		// The producer has always taken the flag package's -help as well as -h and --help.
 		"-help": func(_ []string, stdout, _ io.Writer) int { printUsage(stdout); return cli.ExitOK },
 	}, args, stdout, stderr)
@@ -68,14 +69,16 @@ commands:
   run                                   consume export requests, run the schedule, serve /healthz and /metrics
   migrate [--create-database]           apply database migrations and exit; create the database first if asked
   seed --records N [--seed S]           add N demo vaccination records
-  export --programme P|ALL [--dry-run] [--out FILE|DIR]
+  export --programme P|ALL [--dry-run] [--out FILE|DIR] [--wait 2m]
                                         run one export now and print a JSON summary per programme
-  request --programme P|ALL [--dry-run] [--requested-by NAME] [--request-id ID]
+  request --programme P|ALL [--dry-run] [--requested-by NAME] [--request-id ID] [--wait 2m]
                                         publish an export request on dps.export.request
   replay (--since T [--until T] | --from-seq N [--to-seq N]) [--force] [--dry-run]
                                         re-run request handling over DPS_REQUESTS
   dead-letters [--stage request|sender|tracker] [--since T] [--limit N] [--json [--show-payload]]
                                         list dead letters in DPS_DEADLETTER (read-only; NATS only)
+  topology [--dry-run] [--wait 2m]      create or update the streams, durable consumers and export bucket
+                                        (NATS only) and print what changed; --dry-run prints the diff only
   redrive SEQ [SEQ...]                  publish dead letters' original messages to their subjects again
                                         (NATS only); exit 1 if any is refused or fails
 

@@ -47,7 +47,18 @@ type stack struct {
 	pool    *pgxpool.Pool
 }
 
+// newStack is a database and a NATS server with the topology declared, as a running service leaves it.
 func newStack(t *testing.T) *stack {
+	t.Helper()
+	s := newBareStack(t)
+	if err := bus.EnsureTopology(t.Context(), s.js); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newBareStack is newStack on a NATS server where nothing is declared yet.
+func newBareStack(t *testing.T) *stack {
 	t.Helper()
 	s := &stack{t: t, bin: producerBinary(t), dbURL: pgtest.NewDatabase(t)}
 	_, s.natsURL = natstest.Run(t)

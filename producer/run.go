@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,11 +45,16 @@ const flushTimeout = 30 * time.Second
 func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.Logger, _ io.Writer) error {
 	reg := health.NewRegistry()
 	metrics := export.NewMetrics(reg)
-	deps, objects, exporter, err := openExporter(ctx, cfg, log, "producer", metrics)
+	svc := process.Service{Name: "producer", HTTPAddr: cfg.HTTPAddr, Log: log, Registry: reg}
+	deps, err := svc.Open(ctx, cfg.Shared)
 	if err != nil {
 		return err
 	}
 	defer deps.Close()
+	objects, exporter, err := newExporter(ctx, cfg, deps, log, metrics)
+	if err != nil {
+		return err
+	}
 	if codes, err := exporter.ProgrammeCodes(ctx); err == nil {
 		metrics.InitProgrammes(codes)
 	}
@@ -60,11 +66,9 @@ func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.L
 	if err != nil {
 		return &config.Error{Var: "PRODUCER_SCHEDULE", Problem: err.Error()}
 	}
-	err = process.Service{
-		Name: "producer", HTTPAddr: cfg.HTTPAddr, Log: log, Deps: deps, Registry: reg,
-		Consumer: bus.ConsumerProducer, Health: cfg.Health,
-		Attrs: []slog.Attr{slog.String("schedule", cfg.Schedule), slog.Time("next_scheduled_export", schedule.Next(time.Now()))},
-	}.Run(ctx, func(ctx context.Context) error {
+	svc.Deps, svc.Consumer, svc.Health = deps, bus.ConsumerProducer, cfg.Health
+	svc.Attrs = []slog.Attr{slog.String("schedule", cfg.Schedule), slog.Time("next_scheduled_export", schedule.Next(time.Now()))}
+	err = svc.Run(ctx, func(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		var wg sync.WaitGroup
@@ -97,24 +101,23 @@ func runService(ctx context.Context, cfg config.Producer, _ command, log *slog.L
 	return nil
 }
 
-// openExporter opens the database and NATS (migrating and declaring the topology on the way), the
-// export bucket, and an Exporter over them. metrics may be nil. The caller closes the Deps.
-func openExporter(ctx context.Context, cfg config.Producer, log *slog.Logger, client string, metrics *export.Metrics) (*process.Deps, jetstream.ObjectStore, *export.Exporter, error) {
-	deps, err := process.Open(ctx, log, cfg.Shared, client)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	objects, exporter, err := newExporter(ctx, cfg, deps, log, metrics)
-	if err != nil {
-		deps.Close()
-		return nil, nil, nil, err
-	}
-	return deps, objects, exporter, nil
-}
+// oneShotWait is the default --wait: how long `producer export`, `producer request` and `producer
+// topology` wait for NATS and for the streams and bucket they use. Export and request never create
+// them: the services or `producer topology` do.
+const oneShotWait = 2 * time.Minute
 
-// newExporter opens the export bucket and builds an Exporter over it and deps. metrics may be nil.
+// notDeclaredHint is the end of a one-shot command's error when what it needs is not there in time.
+const notDeclaredHint = "NATS is unreachable or electing a leader, or the topology is not declared yet: " +
+	"start a producer, sender or tracker service, or run `producer topology` as a user allowed to declare it"
+
+// newExporter opens the export bucket, waiting while NATS is unavailable (the service until ctx ends,
+// a command as long as its context allows), and builds an Exporter over it and deps. metrics may be nil.
 func newExporter(ctx context.Context, cfg config.Producer, deps *process.Deps, log *slog.Logger, metrics *export.Metrics) (jetstream.ObjectStore, *export.Exporter, error) {
-	objects, err := bus.ExportStore(ctx, deps.JS)
+	var objects jetstream.ObjectStore
+	err := deps.Retry.Do(ctx, "object store "+bus.BucketExports, func(ctx context.Context) (err error) {
+		objects, err = bus.ExportStore(ctx, deps.JS)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -190,11 +193,18 @@ func runExport(ctx context.Context, cfg config.Producer, cmd command, log *slog.
 	if err != nil {
 		return err
 	}
-	deps, _, exporter, err := openExporter(ctx, cfg, log, "producer-export", nil)
+	// Connecting and finding the bucket are bounded; the export itself is not.
+	waitCtx, cancelWait := context.WithTimeout(ctx, cmd.wait)
+	defer cancelWait()
+	deps, err := process.Open(waitCtx, log, cfg.Shared, "producer-export")
 	if err != nil {
-		return err
+		return oneShotError(ctx, cmd, err)
 	}
 	defer deps.Close()
+	_, exporter, err := newExporter(waitCtx, cfg, deps, log, nil)
+	if err != nil {
+		return oneShotError(ctx, cmd, err)
+	}
 	req := export.Request{
 		ID:          "export:" + uuid.NewString(),
 		Programme:   cmd.programme,
@@ -231,6 +241,14 @@ func runExport(ctx context.Context, cfg config.Producer, cmd command, log *slog.
 		return fmt.Errorf("exports committed, but their messages are not all published yet (the running producer's relay will publish them): %w", err)
 	}
 	return nil
+}
+
+// oneShotError explains a one-shot command's wait that ran out (not one interrupted by a signal).
+func oneShotError(ctx context.Context, cmd command, err error) error {
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("gave up after --wait %s: %w (%s)", cmd.wait, err, notDeclaredHint)
+	}
+	return err
 }
 
 // copyOpener turns --out into the export's copy writer: a file path for one programme, or a directory
@@ -271,27 +289,30 @@ func createPrivate(path string) (*os.File, error) {
 
 // runRequest is `producer request`: publish a request exactly as another system would.
 func runRequest(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger, stdout io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	waitCtx, cancel := context.WithTimeout(ctx, cmd.wait)
 	defer cancel()
-	nc, js, err := bus.Connect(ctx, cfg.NATSURL, cfg.NATSCreds, "producer-request")
+	status := &bus.Status{}
+	nc, js, err := bus.Connect(waitCtx, process.NATSOptions(cfg.Shared, "producer-request", log, status))
 	if err != nil {
-		return err
+		return oneShotError(ctx, cmd, err)
 	}
 	defer nc.Close()
-	// The streams normally exist already; making sure costs little and saves a request that would
-	// otherwise wait for a stream nobody has created.
-	if err := bus.EnsureTopology(ctx, js, bus.WithReplicas(cfg.StreamReplicas)); err != nil {
-		return err
-	}
 	id := cmd.requestID
 	if id == "" {
 		id = uuid.NewString()
 	}
 	req := bus.ExportRequest{RequestID: id, Programme: cmd.programme, RequestedBy: cmd.requestedBy,
 		RequestedAt: time.Now().UTC(), DryRun: cmd.dryRun}
-	ack, err := bus.Publish(ctx, js, bus.SubjectExportRequest, id, req)
-	if err != nil {
+	// Only publish: the stream must exist. While it does not, or has no leader, the publish is retried
+	// (the request id makes that safe) until oneShotWait has passed.
+	var ack *jetstream.PubAck
+	retry := bus.Retry{Log: log, Status: status, AttemptTimeout: 5 * time.Second}
+	err = retry.Do(waitCtx, "stream "+bus.StreamRequests+" to store the request", func(ctx context.Context) (err error) {
+		ack, err = bus.Publish(ctx, js, bus.SubjectExportRequest, id, req)
 		return err
+	})
+	if err != nil {
+		return oneShotError(ctx, cmd, err)
 	}
 	if ack.Duplicate {
 		// The stream kept the first message with this id and dropped this one: saying "published" would

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/delivery"
@@ -16,7 +18,11 @@ import (
 // batches until ctx ends, then finishes the send in flight within SENDER_SHUTDOWN_GRACE and drains.
 func run(ctx context.Context, cfg config.Sender, log *slog.Logger) error {
 	reg := health.NewRegistry()
-	deps, client, err := process.OpenWithMESH(ctx, log, cfg.Shared, cfg.MESH, "sender", reg)
+	svc := process.Service{
+		Name: "sender", HTTPAddr: cfg.HTTPAddr, Log: log, Registry: reg,
+		Attrs: []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled), slog.Duration("shutdown_grace", cfg.ShutdownGrace)},
+	}
+	deps, client, err := svc.OpenWithMESH(ctx, cfg.Shared, cfg.MESH)
 	if err != nil {
 		return err
 	}
@@ -30,17 +36,19 @@ func run(ctx context.Context, cfg config.Sender, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return process.Service{
-		Name: "sender", HTTPAddr: cfg.HTTPAddr, Log: log, Deps: deps, Registry: reg,
-		Consumer: bus.ConsumerSender, ConsumerPaused: !cfg.JobsEnabled, Health: cfg.Health,
-		Checks: []health.Check{s.HealthCheck()},
-		Attrs:  []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled), slog.Duration("shutdown_grace", cfg.ShutdownGrace)},
-	}.Run(ctx, s.Run)
+	svc.Deps, svc.Checks = deps, []health.Check{s.HealthCheck()}
+	svc.Consumer, svc.ConsumerPaused, svc.Health = bus.ConsumerSender, !cfg.JobsEnabled, cfg.Health
+	return svc.Run(ctx, s.Run)
 }
 
 // deliveryConfig is the Sender's configuration from the environment and the process's connections.
 func deliveryConfig(ctx context.Context, cfg config.Sender, deps *process.Deps, client *mesh.Client, log *slog.Logger) (delivery.Config, error) {
-	objects, err := bus.ExportStore(ctx, deps.JS)
+	// The bucket may be between leaders (a node lost, a cold cluster): wait for it rather than exit.
+	var objects jetstream.ObjectStore
+	err := deps.Retry.Do(ctx, "object store "+bus.BucketExports, func(ctx context.Context) (err error) {
+		objects, err = bus.ExportStore(ctx, deps.JS)
+		return err
+	})
 	if err != nil {
 		return delivery.Config{}, err
 	}

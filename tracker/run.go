@@ -16,7 +16,12 @@ import (
 // ctx ends, then drains.
 func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
 	reg := health.NewRegistry()
-	deps, client, err := process.OpenWithMESH(ctx, log, cfg.Shared, cfg.MESH, "tracker", reg)
+	svc := process.Service{
+		Name: "tracker", HTTPAddr: cfg.HTTPAddr, Log: log, Registry: reg,
+		Attrs: []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled),
+			slog.Duration("poll_interval", cfg.PollInterval), slog.Int("batch_size", cfg.BatchSize)},
+	}
+	deps, client, err := svc.OpenWithMESH(ctx, cfg.Shared, cfg.MESH)
 	if err != nil {
 		return err
 	}
@@ -27,13 +32,9 @@ func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	err = process.Service{
-		Name: "tracker", HTTPAddr: cfg.HTTPAddr, Log: log, Deps: deps, Registry: reg,
-		Consumer: bus.ConsumerTracker, Health: cfg.Health,
-		Checks: []health.Check{tr.MESHCheck()},
-		Attrs: []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled),
-			slog.Duration("poll_interval", cfg.PollInterval), slog.Int("batch_size", cfg.BatchSize)},
-	}.Run(ctx, tr.Run)
+	svc.Deps, svc.Checks = deps, []health.Check{tr.MESHCheck()}
+	svc.Consumer, svc.Health = bus.ConsumerTracker, cfg.Health
+	err = svc.Run(ctx, tr.Run)
 	log.Info("tracker stopped")
 	return err
 }

@@ -538,7 +538,7 @@ func TestObjectStoreRoundTrip(t *testing.T) {
 
 func TestConnect(t *testing.T) {
 	_, url := natstest.Run(t)
-	nc, js, err := bus.Connect(t.Context(), url, "", "bus-test")
+	nc, js, err := bus.Connect(t.Context(), bus.ConnectOptions{URL: url, Name: "bus-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +550,7 @@ func TestConnect(t *testing.T) {
 	// Nothing listening: gives up when ctx ends.
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
-	if _, _, err := bus.Connect(ctx, "nats://127.0.0.1:1", "", "bus-test"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := bus.Connect(ctx, bus.ConnectOptions{URL: "nats://127.0.0.1:1", Name: "bus-test"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v", err)
 	}
 }

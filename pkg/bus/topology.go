@@ -1,7 +1,7 @@
 // Package bus owns everything JetStream in the pipeline: the subjects,
 // streams, durable consumers and the Object Store bucket (declared once,
 // here, and created or updated idempotently by whichever process starts
-// first), the message structs, validated and deduplicated publishing,
+// first, and by `producer topology`), the message structs, validated and deduplicated publishing,
 // decoding, dead-lettering and the export file helpers.
 //
 // It must not know about Postgres, MESH or the DPS file format: callers hand
@@ -10,8 +10,6 @@ package bus
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -196,54 +194,13 @@ func (t Topology) ObjectStore() jetstream.ObjectStoreConfig {
 	}
 }
 
-// EnsureTopology creates or updates every stream, durable consumer and the
-// export bucket. It is idempotent and safe when several processes call it at
-// once: a create that loses a race to an identical create is retried as an
-// update.
+// EnsureTopology creates or updates every stream, durable consumer and the export bucket, waiting
+// with backoff while NATS is slow, electing or unreachable (see Retry) until ctx ends. It is
+// idempotent and safe when several processes call it at once. It fails at once, with a
+// *ConflictError, when something exists with a configuration it may not change.
 func EnsureTopology(ctx context.Context, js jetstream.JetStream, opts ...Option) error {
-	t := NewTopology(opts...)
-	for _, cfg := range t.Streams() {
-		if err := retryInUse(ctx, func() error {
-			_, err := js.CreateOrUpdateStream(ctx, cfg)
-			return err
-		}); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-		}
-	}
-	for _, c := range t.Consumers() {
-		if err := retryInUse(ctx, func() error {
-			_, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config)
-			return err
-		}); err != nil {
-			return fmt.Errorf("ensure consumer %s on %s: %w", c.Config.Durable, c.Stream, err)
-		}
-	}
-	obs := t.ObjectStore()
-	if err := retryInUse(ctx, func() error {
-		_, err := js.CreateOrUpdateObjectStore(ctx, obs)
-		return err
-	}); err != nil {
-		return fmt.Errorf("ensure object store %s: %w", obs.Bucket, err)
-	}
-	return nil
-}
-
-// retryInUse retries f while it fails because a concurrent caller created
-// the same stream between our update attempt and our create.
-func retryInUse(ctx context.Context, f func() error) error {
-	wait := 10 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		err := f()
-		if err == nil || attempt >= 10 || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait *= 2
-	}
+	_, err := DeclareTopology(ctx, js, NewTopology(opts...), Retry{}, false)
+	return err
 }
 
 // DeadLetterSubject is the dead-letter subject of a stage.

@@ -51,17 +51,29 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
+// ConfigurationProblem is an error that waiting or restarting will not mend and an operator must fix,
+// though no variable is wrong in itself: NATS refusing the user's credentials or permissions, a stream
+// that exists with a configuration that cannot be changed in place. It exits 2, as a configuration
+// error does.
+type ConfigurationProblem interface {
+	error
+	ConfigurationProblem() bool
+}
+
 // ExitCode maps a command's error to its exit status.
 func ExitCode(err error) int {
 	var ce *config.Error
 	var ue *UsageError
 	var ee *ExitError
+	var cp ConfigurationProblem
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.Code
 	case errors.As(err, &ce), errors.As(err, &ue):
+		return ExitUsage
+	case errors.As(err, &cp) && cp.ConfigurationProblem():
 		return ExitUsage
 	}
 	return ExitFailure

@@ -25,6 +25,9 @@ type Shared struct {
 	DatabaseURL    string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/dps?sslmode=disable" secret:"true"`
 	NATSURL        string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222" secret:"true"` // may carry user:password
 	NATSCreds      string `env:"NATS_CREDS"`
+	NATSCAFile     string `env:"NATS_CA_FILE"`
+	NATSCertFile   string `env:"NATS_CERT_FILE"`
+	NATSKeyFile    string `env:"NATS_KEY_FILE"`
 	StreamReplicas int    `env:"NATS_STREAM_REPLICAS" envDefault:"1"`
 	LogLevel       string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat      string `env:"LOG_FORMAT" envDefault:"auto"`
@@ -236,10 +239,8 @@ func (s Shared) validate() error {
 			return &Error{Var: "HTTP_ADDR", Problem: problem}
 		}
 	}
-	if s.NATSCreds != "" {
-		if _, err := os.Stat(s.NATSCreds); err != nil {
-			return &Error{Var: "NATS_CREDS", Problem: "file cannot be read"}
-		}
+	if err := s.validateNATSAuth(); err != nil {
+		return err
 	}
 	for _, d := range []struct {
 		name string

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -31,32 +32,79 @@ type Deps struct {
 	Pool *pgxpool.Pool
 
 	certWarner *meshwatch.Warner // set by OpenWithMESH; run by Service.Run
+
+	// NATS is what the process waits for from NATS while it starts, for the nats health check.
+	NATS *bus.Status
+	// Retry is how the process waits for NATS: WARN lines on its logger, progress on NATS.
+	Retry bus.Retry
+
+	mu         sync.Mutex // guards the fields above while Open fills them and a health probe reads them
+	health     *health.Server
+	stopHealth func() // stops the health server Service.Open started; nil when none
 }
 
-// Open makes sure the database exists and is migrated, connects to it and to NATS, and creates or
-// updates the streams, consumers and bucket. Any process may be the first to start.
+// NATSOptions are the connect options of cfg for the client name.
+func NATSOptions(cfg config.Shared, name string, log *slog.Logger, status *bus.Status) bus.ConnectOptions {
+	return bus.ConnectOptions{
+		URL: cfg.NATSURL, Name: name, Creds: cfg.NATSCreds,
+		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile,
+		Status: status, Log: log,
+	}
+}
+
+// Open makes sure the database exists and is migrated, and connects to it and to NATS, waiting for
+// NATS as long as ctx allows. It declares no streams or consumers: one-shot commands use what the
+// services (or `producer topology`) declared. A service uses Service.Open instead.
 func Open(ctx context.Context, log *slog.Logger, cfg config.Shared, name string) (*Deps, error) {
+	d := newDeps(log)
+	if err := d.open(ctx, log, cfg, name, false); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func newDeps(log *slog.Logger) *Deps {
+	status := &bus.Status{}
+	return &Deps{NATS: status, Retry: bus.Retry{Log: log, Status: status}}
+}
+
+// open fills d; with declare it also creates or updates the streams, consumers and bucket, waiting
+// while NATS is slow, electing or away. On error everything opened is closed again.
+func (d *Deps) open(ctx context.Context, log *slog.Logger, cfg config.Shared, name string, declare bool) error {
 	// The database must exist: a service never creates one, so that a mistyped name fails here
 	// instead of becoming a new, empty database that exports nothing.
 	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-		return nil, DatabaseError(fmt.Errorf("migrate: %w", err))
+		return DatabaseError(fmt.Errorf("migrate: %w", err))
 	}
 	pool, err := store.Connect(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return nil, DatabaseError(err)
+		return DatabaseError(err)
 	}
-	nc, js, err := bus.Connect(ctx, cfg.NATSURL, cfg.NATSCreds, name)
+	d.mu.Lock()
+	d.Pool = pool
+	d.mu.Unlock()
+	nc, js, err := bus.Connect(ctx, NATSOptions(cfg, name, log, d.NATS))
 	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("nats: %w", err)
+		d.closeConns()
+		return fmt.Errorf("nats: %w", err)
 	}
-	if err := bus.EnsureTopology(ctx, js, bus.WithReplicas(cfg.StreamReplicas)); err != nil {
-		nc.Close()
-		pool.Close()
-		return nil, fmt.Errorf("nats topology: %w", err)
+	d.mu.Lock()
+	d.NC, d.JS = nc, js
+	d.mu.Unlock()
+	if declare {
+		changes, err := bus.DeclareTopology(ctx, js, bus.NewTopology(bus.WithReplicas(cfg.StreamReplicas)), d.Retry, false)
+		if err != nil {
+			d.closeConns()
+			return fmt.Errorf("nats topology: %w", err)
+		}
+		for _, c := range changes {
+			if c.Action != bus.ActionUnchanged {
+				log.Info("nats topology: "+c.String(), slog.String("kind", c.Kind), slog.String("name", c.Name), slog.String("action", string(c.Action)))
+			}
+		}
 	}
 	log.Info("connected", slog.String("nats", nc.ConnectedUrlRedacted()), slog.Int("stream_replicas", cfg.StreamReplicas))
-	return &Deps{NC: nc, JS: js, Pool: pool}, nil
+	return nil
 }
 
 // DatabaseError turns a database that does not exist into a configuration error naming DATABASE_URL
@@ -72,26 +120,55 @@ func DatabaseError(err error) error {
 }
 
 // Close drains NATS (finishing in-flight acks) and closes the pool.
-func (d *Deps) Close() {
-	if d.NC != nil {
-		_ = d.NC.Drain()
+func (d *Deps) closeConns() {
+	d.mu.Lock()
+	nc, pool := d.NC, d.Pool
+	d.mu.Unlock()
+	if nc != nil {
+		_ = nc.Drain()
 	}
-	if d.Pool != nil {
-		d.Pool.Close()
+	if pool != nil {
+		pool.Close()
 	}
 }
 
-// Checks are the health probes for NATS and Postgres.
+// Close drains NATS (finishing in-flight acks), closes the pool and stops the health server.
+func (d *Deps) Close() {
+	d.closeConns()
+	if d.stopHealth != nil {
+		d.stopHealth()
+	}
+}
+
+// Checks are the health probes for NATS and Postgres. While the process is still connecting, or
+// waiting for a stream or consumer, the nats probe says what it waits for.
 func (d *Deps) Checks() []health.Check {
 	return []health.Check{
 		{Name: "nats", Probe: func(ctx context.Context) error {
-			if !d.NC.IsConnected() {
-				return fmt.Errorf("not connected (%s)", d.NC.Status())
+			if err := d.NATS.Err(); err != nil {
+				return err
 			}
-			_, err := d.JS.AccountInfo(ctx)
+			d.mu.Lock()
+			nc, js := d.NC, d.JS
+			d.mu.Unlock()
+			if nc == nil {
+				return errors.New("not connected yet")
+			}
+			if !nc.IsConnected() {
+				return fmt.Errorf("not connected (%s)", nc.Status())
+			}
+			_, err := js.AccountInfo(ctx)
 			return err
 		}},
-		{Name: "postgres", Probe: func(ctx context.Context) error { return d.Pool.Ping(ctx) }},
+		{Name: "postgres", Probe: func(ctx context.Context) error {
+			d.mu.Lock()
+			pool := d.Pool
+			d.mu.Unlock()
+			if pool == nil {
+				return errors.New("not connected yet")
+			}
+			return pool.Ping(ctx)
+		}},
 	}
 }
 

@@ -41,14 +41,93 @@ type Service struct {
 	Health config.Health
 }
 
+// Open is what a service does before its work can start, with /healthz already answering: it listens
+// on HTTPAddr (a busy address is a configuration error) and serves /healthz and /metrics, answering
+// 503 with what it waits for, then opens the database and NATS and declares the streams, consumers and
+// bucket, waiting with backoff as long as NATS is slow, electing or unreachable, with a WARN every few
+// seconds. Only a configuration error or a refusal that cannot heal ends it early. Run keeps the same
+// server. The caller closes the Deps.
+func (s Service) Open(ctx context.Context, shared config.Shared) (*Deps, error) {
+	d := newDeps(s.Log)
+	srv := health.NewServer(s.HTTPAddr, s.registry(), s.Log, d.Checks()...)
+	if err := srv.Listen(); err != nil {
+		return nil, &config.Error{Var: "HTTP_ADDR", Problem: fmt.Sprintf("cannot listen: %v", err)}
+	}
+	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Run(hctx); err != nil {
+			s.Log.Error("health server", slog.Any("error", err))
+		}
+	}()
+	d.health = srv
+	d.stopHealth = sync.OnceFunc(func() { stop(); <-done })
+	if err := d.open(ctx, s.Log, shared, s.Name, true); err != nil {
+		d.stopHealth()
+		return nil, err
+	}
+	return d, nil
+}
+
+// OpenWithMESH is Open followed by NewJobsMESHClient, for the services that call MESH. It registers the
+// MESH metrics (errors by code, certificate expiry) on the Registry, and the Deps then carry the
+// certificate expiry warner that Run runs. The caller closes the Deps.
+func (s Service) OpenWithMESH(ctx context.Context, shared config.Shared, meshCfg config.MESH) (*Deps, *mesh.Client, error) {
+	// The TLS material is checked before anything is connected, whatever the gate says: a bad file
+	// found only on the day the gate opens would stop the first night's export.
+	if _, err := MESHTLSConfig(meshCfg); err != nil {
+		return nil, nil, err
+	}
+	certs, err := MESHCertificates(meshCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	metrics := meshwatch.NewMetrics(s.Registry, certs)
+	deps, err := s.Open(ctx, shared)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := NewJobsMESHClient(meshCfg, s.Log, WithMESHErrors(metrics.ObserveError))
+	if err != nil {
+		deps.Close()
+		return nil, nil, err
+	}
+	deps.certWarner = meshwatch.NewWarner(certs, s.Log, nil)
+	return deps, client, nil
+}
+
+func (s Service) registry() *prometheus.Registry {
+	if s.Registry == nil {
+		return health.NewRegistry()
+	}
+	return s.Registry
+}
+
 // Run serves health and metrics and relays the outbox while work runs, until work returns (it is
 // expected to drain once ctx ends), then publishes what is still pending. The health server and the
 // relay outlive ctx until work has returned, so that the events of the last units of work are
-// published and /healthz answers while the drain goes on. It returns work's error.
+// published and /healthz answers while the drain goes on. It returns work's error. When the Deps come
+// from Service.Open, Run keeps the health server Open started and adds the work's checks to it.
 func (s Service) Run(ctx context.Context, work func(context.Context) error) error {
-	srv := health.NewServer(s.HTTPAddr, s.Registry, s.Log, append(s.Deps.Checks(), s.Checks...)...)
-	if err := srv.Listen(); err != nil {
-		return &config.Error{Var: "HTTP_ADDR", Problem: fmt.Sprintf("cannot listen: %v", err)}
+	srv := s.Deps.health
+	sideCtx, stopSide := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSide()
+	var wg sync.WaitGroup
+	if srv != nil {
+		for _, c := range s.Checks {
+			srv.AddCheck(c)
+		}
+	} else {
+		srv = health.NewServer(s.HTTPAddr, s.registry(), s.Log, append(s.Deps.Checks(), s.Checks...)...)
+		if err := srv.Listen(); err != nil {
+			return &config.Error{Var: "HTTP_ADDR", Problem: fmt.Sprintf("cannot listen: %v", err)}
+		}
+		wg.Go(func() {
+			if err := srv.Run(sideCtx); err != nil {
+				s.Log.Error("health server", slog.Any("error", err))
+			}
+		})
 	}
 	outboxMetrics := outbox.NewMetrics(s.Registry)
 	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: s.Deps.Pool, JS: s.Deps.JS, Logger: s.Log, Metrics: outboxMetrics})
@@ -66,14 +145,6 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 		s.Deps.certWarner.Check(ctx)
 	}
 
-	sideCtx, stopSide := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSide()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := srv.Run(sideCtx); err != nil {
-			s.Log.Error("health server", slog.Any("error", err))
-		}
-	})
 	wg.Go(func() {
 		if err := relay.Run(sideCtx); err != nil {
 			s.Log.Error("outbox relay", slog.Any("error", err))
@@ -90,6 +161,9 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	wg.Wait()
 
 	FlushOutbox(ctx, s.Deps, s.Log, outboxMetrics)
+	if s.Deps.stopHealth != nil {
+		s.Deps.stopHealth()
+	}
 	return err
 }
 
@@ -188,33 +262,6 @@ func WarnWeakMESH(cfg config.MESH, log *slog.Logger) {
 		}
 		log.Warn(w.Message, slog.String("variable", w.Var))
 	}
-}
-
-// OpenWithMESH is Open followed by NewJobsMESHClient, for the services that call MESH. It registers the
-// MESH metrics (errors by code, certificate expiry) on reg, and the Deps then carry the certificate
-// expiry warner that Service.Run runs. The caller closes the Deps.
-func OpenWithMESH(ctx context.Context, log *slog.Logger, shared config.Shared, meshCfg config.MESH, name string, reg prometheus.Registerer) (*Deps, *mesh.Client, error) {
-	// The TLS material is checked before anything is connected, whatever the gate says: a bad file
-	// found only on the day the gate opens would stop the first night's export.
-	if _, err := MESHTLSConfig(meshCfg); err != nil {
-		return nil, nil, err
-	}
-	certs, err := MESHCertificates(meshCfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	metrics := meshwatch.NewMetrics(reg, certs)
-	deps, err := Open(ctx, log, shared, name)
-	if err != nil {
-		return nil, nil, err
-	}
-	client, err := NewJobsMESHClient(meshCfg, log, WithMESHErrors(metrics.ObserveError))
-	if err != nil {
-		deps.Close()
-		return nil, nil, err
-	}
-	deps.certWarner = meshwatch.NewWarner(certs, log, nil)
-	return deps, client, nil
 }
 
 func attrsToAny(attrs []slog.Attr) []any {

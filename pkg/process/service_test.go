@@ -26,7 +26,8 @@ import (
 )
 
 // TestServiceRun: /healthz answers while the work drains after ctx ends, an event the drain enqueues
-// is published before Run returns, the work's error comes back, and a busy HTTP_ADDR is a config error.
+// is published before Run returns, the work's error comes back, and a busy HTTP_ADDR is a config error
+// from Open, before anything connects.
 func TestServiceRun(t *testing.T) {
 	_, natsURL := natstest.Run(t)
 	shared := config.Shared{DatabaseURL: pgtest.NewDatabase(t), NATSURL: natsURL, StreamReplicas: 1}
@@ -35,13 +36,14 @@ func TestServiceRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps, err := process.Open(t.Context(), log, shared, "service-test")
+	svc := process.Service{Name: "svc", HTTPAddr: "127.0.0.1:0", Log: log, Registry: health.NewRegistry(),
+		Checks: []health.Check{{Name: "work", Probe: func(context.Context) error { return nil }}}}
+	deps, err := svc.Open(t.Context(), shared)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(deps.Close)
-	svc := process.Service{Name: "svc", HTTPAddr: "127.0.0.1:0", Log: log, Deps: deps, Registry: health.NewRegistry(),
-		Checks: []health.Check{{Name: "work", Probe: func(context.Context) error { return nil }}}}
+	svc.Deps = deps
 
 	ctx, cancel := context.WithCancel(t.Context())
 	workErr := errors.New("work stopped")
@@ -95,7 +97,7 @@ func TestServiceRun(t *testing.T) {
 	}
 	defer ln.Close()
 	svc.HTTPAddr = ln.Addr().String()
-	err = svc.Run(t.Context(), func(context.Context) error { t.Error("work ran"); return nil })
+	_, err = svc.Open(t.Context(), shared)
 	var ce *config.Error
 	if !errors.As(err, &ce) || ce.Var != "HTTP_ADDR" {
 		t.Errorf("busy address: %v, want a config error naming HTTP_ADDR", err)

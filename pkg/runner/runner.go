@@ -143,15 +143,24 @@ func New(cfg Config) (*Runner, error) {
 }
 
 // Run consumes until ctx ends, then stops fetching, lets the deliveries in hand finish within the grace
-// period and returns nil. It returns an error only when the consumer cannot be opened. Fetch errors (a
-// NATS restart, a leader election) are logged and retried: a transient fault never ends Run.
+// period and returns nil. It returns an error only when the consumer cannot be opened for good (a
+// permanent JetStream error); one that is not there yet or has no leader is waited for. Fetch errors
+// (a NATS restart, a leader election) are logged and retried: a transient fault never ends Run.
 func (r *Runner) Run(ctx context.Context) error {
-	cons, err := r.cfg.JS.Consumer(ctx, r.cfg.Stream, r.cfg.Consumer)
+	// The consumer may be between leaders (a node lost, a cold cluster electing): wait for it, with a
+	// WARN every few seconds, rather than exit. Only a refusal that cannot heal ends Run early.
+	var cons jetstream.Consumer
+	err := bus.Retry{Log: r.log}.Do(ctx, "consumer "+r.cfg.Consumer+" on "+r.cfg.Stream, func(actx context.Context) (err error) {
+		if cons, err = r.cfg.JS.Consumer(actx, r.cfg.Stream, r.cfg.Consumer); err != nil {
+			return err
+		}
+		return r.refreshLimits(actx, cons, true)
+	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("open consumer %s on %s: %w", r.cfg.Consumer, r.cfg.Stream, err)
-	}
-	if err := r.refreshLimits(ctx, cons, true); err != nil {
-		return err
 	}
 
 	// Deliveries in hand outlive ctx by at most the grace period.
