@@ -19,29 +19,32 @@ import (
 const natsConnectTimeout = 15 * time.Second
 
 // connectNATS connects for a short operator command. The connection is bounded by natsConnectTimeout;
-// the returned connection is then used with the command's own context.
-func connectNATS(ctx context.Context, cfg config.Producer, name string) (*nats.Conn, jetstream.JetStream, error) {
+// the returned connection is then used with the command's own context. status records what the
+// server refused, so that a request it never answered can say why (status.Explain).
+func connectNATS(ctx context.Context, cfg config.Producer, name string, status *bus.Status) (*nats.Conn, jetstream.JetStream, error) {
 	cctx, cancel := context.WithTimeout(ctx, natsConnectTimeout)
 	defer cancel()
-	return bus.Connect(cctx, process.NATSOptions(cfg.Shared, name, slog.Default(), nil))
+	return bus.Connect(cctx, process.NATSOptions(cfg.Shared, name, slog.Default(), status))
 }
 
 // runDeadLetters is `producer dead-letters` (pkg/deadlettercli), over NATS only.
 func runDeadLetters(ctx context.Context, cfg config.Producer, cmd command, _ *slog.Logger, stdout io.Writer) error {
-	nc, js, err := connectNATS(ctx, cfg, "producer-dead-letters")
+	status := &bus.Status{}
+	nc, js, err := connectNATS(ctx, cfg, "producer-dead-letters", status)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	return deadlettercli.List(ctx, js, cmd.deadLetters, stdout)
+	return status.Explain(deadlettercli.List(ctx, js, cmd.deadLetters, stdout))
 }
 
 // runRedrive is `producer redrive` (pkg/deadlettercli), over NATS only.
 func runRedrive(ctx context.Context, cfg config.Producer, cmd command, log *slog.Logger, stdout io.Writer) error {
-	nc, js, err := connectNATS(ctx, cfg, "producer-redrive")
+	status := &bus.Status{}
+	nc, js, err := connectNATS(ctx, cfg, "producer-redrive", status)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	return deadlettercli.Redrive(ctx, js, cmd.redriveSeqs, log, stdout)
+	return status.Explain(deadlettercli.Redrive(ctx, js, cmd.redriveSeqs, log, stdout))
 }

@@ -18,6 +18,7 @@ type Status struct {
 	// The permission violations the server reported, the last 16, and how many ever were.
 	denials   []denial
 	denialSeq int
+	signal    chan struct{} // closed (and replaced) at each permission violation
 }
 
 // Waiting records that the process now waits for what (err, when set, is why it is not there yet).
@@ -70,6 +71,10 @@ func (s *Status) denied(err error) {
 	defer s.mu.Unlock()
 	s.denialSeq++
 	s.denials = append(s.denials, denial{seq: s.denialSeq, err: err})
+	if s.signal != nil {
+		close(s.signal)
+		s.signal = nil
+	}
 	if len(s.denials) > 16 {
 		s.denials = s.denials[len(s.denials)-16:]
 	}
@@ -85,6 +90,28 @@ func (s *Status) deniedAfter(mark int) error {
 		}
 	}
 	return nil
+}
+
+// denialSignal is closed at the next permission violation.
+func (s *Status) denialSignal() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.signal == nil {
+		s.signal = make(chan struct{})
+	}
+	return s.signal
+}
+
+// Explain turns err, from a call that failed (typically by timing out) after a permission violation
+// was reported on this connection, into a *RefusedError naming the violation; other errors pass.
+func (s *Status) Explain(err error) error {
+	if err == nil || s == nil {
+		return err
+	}
+	if denied := s.deniedAfter(0); denied != nil {
+		return &RefusedError{What: "the NATS user may not do this", Hint: permissionsHint, Err: denied}
+	}
+	return err
 }
 
 func (s *Status) denialMark() int {

@@ -53,12 +53,27 @@ func (r Retry) Do(ctx context.Context, what string, f func(ctx context.Context) 
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		mark := 0
-		if r.Status != nil {
-			mark = r.Status.denialMark()
-		}
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		if r.Status != nil {
+			// A request the user may not make is never answered: end the attempt as soon as the
+			// server reports the violation instead of waiting out the timeout.
+			mark = r.Status.denialMark()
+			signal := r.Status.denialSignal()
+			go func() {
+				select {
+				case <-signal:
+					cancel()
+				case <-actx.Done():
+				}
+			}()
+		}
 		err := f(actx)
 		cancel()
+		if r.Status != nil {
+			if denied := r.Status.deniedAfter(mark); denied != nil {
+				return &RefusedError{What: what + ": the NATS user may not do this", Hint: permissionsHint, Err: denied}
+			}
+		}
 		if err == nil {
 			if r.Status != nil {
 				r.Status.Ready()
@@ -70,11 +85,6 @@ func (r Retry) Do(ctx context.Context, what string, f func(ctx context.Context) 
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
-		}
-		if r.Status != nil {
-			if denied := r.Status.deniedAfter(mark); denied != nil {
-				return &RefusedError{What: what + ": the NATS user may not do this", Hint: "see the permissions in README, \"Running on a JetStream cluster\"", Err: denied}
-			}
 		}
 		if Permanent(err) {
 			var invalid *InvalidMessageError
@@ -102,6 +112,9 @@ func (r Retry) Do(ctx context.Context, what string, f func(ctx context.Context) 
 		wait = min(wait*2, maxBackoff)
 	}
 }
+
+// permissionsHint points a refused user at the documentation of the permissions.
+const permissionsHint = "see nats/permissions.conf and README, \"Running on a JetStream cluster\""
 
 // JetStream API error codes that no amount of waiting mends: the request itself is wrong for this
 // server or clashes with what exists.

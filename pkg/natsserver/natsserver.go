@@ -1,6 +1,7 @@
 // Package natsserver runs an embedded nats-server with JetStream in this process, for the local
 // development stack and (through pkg/natstest) the tests: start it with options, wait until clients and
-// JetStream can use it. It must not know about DPS streams, subjects or payloads: pkg/bus owns the
+// JetStream can use it. It also runs a JetStream cluster of real nats-server processes (Cluster), whose
+// nodes can be SIGKILLed as a crash would end them. It must not know about DPS streams, subjects or payloads: pkg/bus owns the
 // topology. The caller owns shutdown.
 package natsserver
 

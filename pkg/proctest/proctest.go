@@ -9,8 +9,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/gobuild"
@@ -68,18 +70,28 @@ func buildOne(pkg string) (string, error) {
 	root := binariesDir
 	binariesMu.Unlock()
 	// One directory per package, since two packages may end in the same name.
-	dir, err := os.MkdirTemp(root, filepath.Base(pkg)+"-")
+	dir, err := os.MkdirTemp(root, binaryName(pkg)+"-")
 	if err != nil {
 		return "", fmt.Errorf("build %s: %w", pkg, err)
 	}
 	if err := gobuild.Build(context.Background(), dir, pkg); err != nil {
 		return "", err
 	}
-	name := filepath.Base(pkg)
+	name := binaryName(pkg)
 	if runtime.GOOS == "windows" {
 		name += ".exe"
 	}
 	return filepath.Join(dir, name), nil
+}
+
+// binaryName is the name go build gives pkg's binary: its last element, or the one before a major
+// version suffix ("github.com/nats-io/nats-server/v2" builds "nats-server").
+func binaryName(pkg string) string {
+	name := path.Base(pkg)
+	if len(name) > 1 && name[0] == 'v' && strings.Trim(name[1:], "0123456789") == "" {
+		return path.Base(path.Dir(pkg))
+	}
+	return name
 }
 
 // Main runs the tests (m is the *testing.M of TestMain), removes the binaries Binary built and exits
