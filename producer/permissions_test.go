@@ -136,4 +136,3 @@ func wantDenied(t *testing.T, denied <-chan error, what string) {
 		}
 	}
 }
-
