@@ -15,6 +15,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
@@ -285,21 +286,39 @@ func TestComposeGoSandboxProfile(t *testing.T) {
 }
 
 func TestComposeClusterProfile(t *testing.T) {
-	urls := "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
-	p := loadCompose(t, []string{"cluster"}, "NATS_URL="+urls, "NATS_STREAM_REPLICAS=3")
+	nodeURLs := func(user string) string {
+		return "nats://" + user + ":pw@nats-1:4222,nats://" + user + ":pw@nats-2:4222,nats://" + user + ":pw@nats-3:4222"
+	}
+	p := loadCompose(t, []string{"cluster"}, "PRODUCER_NATS_URL="+nodeURLs("producer"), "SENDER_NATS_URL="+nodeURLs("sender"),
+		"TRACKER_NATS_URL="+nodeURLs("tracker"), "NATS_STREAM_REPLICAS=3")
 	nodes := []string{"nats-1", "nats-2", "nats-3"}
-	routes := "--routes=nats://nats-1:6222,nats://nats-2:6222,nats://nats-3:6222"
 	volumes := map[string]bool{}
 	for _, n := range nodes {
 		s := p.Services[n]
-		for _, want := range []string{"--jetstream", "--server_name=" + n, "--cluster_name=dps", "--cluster=nats://0.0.0.0:6222", routes} {
-			if !slices.Contains(s.Command, want) {
-				t.Errorf("%s command %q lacks %s", n, s.Command, want)
+		if cmd := strings.Join(s.Command, " "); !strings.Contains(cmd, "exec nats-server -c /etc/nats/cluster.conf") ||
+			!strings.Contains(cmd, "NATS_REQUESTER_PASSWORD:?") {
+			t.Errorf("%s command %q: want nats/cluster.conf, refusing to start without the passwords", n, s.Command)
+		}
+		if v := s.Environment["NATS_SERVER_NAME"]; v == nil || *v != n {
+			t.Errorf("%s NATS_SERVER_NAME = %v", n, v)
+		}
+		for _, user := range []string{"PRODUCER", "SENDER", "TRACKER", "REQUESTER"} {
+			if _, ok := s.Environment["NATS_"+user+"_PASSWORD"]; !ok {
+				t.Errorf("%s lacks NATS_%s_PASSWORD", n, user)
 			}
 		}
 		assertVolume(t, p, n, "/data")
+		mounted := false
 		for _, v := range s.Volumes {
-			volumes[v.Source] = true
+			if v.Target == "/etc/nats" && v.Type == types.VolumeTypeBind && strings.HasSuffix(v.Source, "/nats") && v.ReadOnly {
+				mounted = true
+			}
+			if v.Type == types.VolumeTypeVolume {
+				volumes[v.Source] = true
+			}
+		}
+		if !mounted {
+			t.Errorf("%s does not mount ./nats read-only at /etc/nats", n)
 		}
 	}
 	if len(volumes) != 3 {
@@ -307,8 +326,8 @@ func TestComposeClusterProfile(t *testing.T) {
 	}
 	for _, name := range pipeline {
 		s := p.Services[name]
-		if v := *s.Environment["NATS_URL"]; v != urls {
-			t.Errorf("%s NATS_URL = %s, want all three nodes", name, v)
+		if v := *s.Environment["NATS_URL"]; v != nodeURLs(name) {
+			t.Errorf("%s NATS_URL = %s, want all three nodes as the user %s", name, v, name)
 		}
 		if v := *s.Environment["NATS_STREAM_REPLICAS"]; v != "3" {
 			t.Errorf("%s NATS_STREAM_REPLICAS = %s, want 3", name, v)
@@ -320,11 +339,45 @@ func TestComposeClusterProfile(t *testing.T) {
 		}
 	}
 	// The configuration the services get must pass the processes' own validation.
-	for k, v := range map[string]string{"NATS_URL": urls, "NATS_STREAM_REPLICAS": "3"} {
+	for k, v := range map[string]string{"NATS_URL": nodeURLs("producer"), "NATS_STREAM_REPLICAS": "3"} {
 		t.Setenv(k, v)
 	}
 	if _, err := config.LoadProducer(); err != nil {
 		t.Errorf("producer configuration of the cluster profile: %v", err)
+	}
+}
+
+// TestClusterConfFile: nats/cluster.conf, with the environment compose gives a node, is a valid
+// nats-server configuration: a JetStream node of the cluster "dps" routing to all three nodes, with
+// the four users of nats/permissions.conf.
+func TestClusterConfFile(t *testing.T) {
+	for _, v := range []string{"NATS_PRODUCER_PASSWORD", "NATS_SENDER_PASSWORD", "NATS_TRACKER_PASSWORD", "NATS_REQUESTER_PASSWORD"} {
+		t.Setenv(v, "0123456789abcdef")
+	}
+	t.Setenv("NATS_SERVER_NAME", "nats-2")
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(root, "nats", "cluster.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.ServerName != "nats-2" || !opts.JetStream || opts.StoreDir != "/data" || opts.Cluster.Name != "dps" ||
+		opts.Cluster.Port != 6222 || len(opts.Routes) != 3 || opts.Port != 4222 || opts.HTTPPort != 8222 {
+		t.Errorf("cluster.conf: name %q, jetstream %v in %q, cluster %q:%d, %d routes, ports %d/%d",
+			opts.ServerName, opts.JetStream, opts.StoreDir, opts.Cluster.Name, opts.Cluster.Port, len(opts.Routes), opts.Port, opts.HTTPPort)
+	}
+	var users []string
+	for _, u := range opts.Users {
+		users = append(users, u.Username)
+		if u.Password != "0123456789abcdef" || u.Permissions == nil || u.Permissions.Publish == nil {
+			t.Errorf("user %s: password from the environment %v, permissions %+v", u.Username, u.Password == "0123456789abcdef", u.Permissions)
+		}
+	}
+	slices.Sort(users)
+	if !slices.Equal(users, []string{"producer", "requester", "sender", "tracker"}) {
+		t.Errorf("users %v", users)
 	}
 }
 
