@@ -52,6 +52,25 @@ func (s *Status) Err() error {
 	return errors.New(msg)
 }
 
+// statusState is what Status says, saved so that a nested wait can put it back when it ends.
+type statusState struct {
+	waiting string
+	since   time.Time
+	err     error
+}
+
+func (s *Status) save() statusState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return statusState{s.waiting, s.since, s.err}
+}
+
+func (s *Status) restore(st statusState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waiting, s.since, s.err = st.waiting, st.since, st.err
+}
+
 func (s *Status) setErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

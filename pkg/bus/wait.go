@@ -23,14 +23,16 @@ type Retry struct {
 	// WarnEvery defaults to WarnInterval.
 	WarnEvery time.Duration
 	// AttemptTimeout bounds one attempt: a cold cluster takes several seconds to place an R3 stream,
-	// so it is longer than jetstream's 5 s default. Default 20 s.
+	// so it is longer than jetstream's 5 s default; but a cluster without a meta leader does not
+	// answer at all, and the next attempt should not wait long for that. Default 10 s.
 	AttemptTimeout time.Duration
 	// MaxBackoff is the longest wait between attempts; default 5 s.
 	MaxBackoff time.Duration
 }
 
 // Do runs f until it returns nil, ctx ends, or it fails for good. what ("stream DPS_BATCHES") names
-// what is waited for in the WARN lines and on /healthz.
+// what is waited for in the WARN lines and on /healthz; once f succeeds the Status says again what it
+// said before Do.
 func (r Retry) Do(ctx context.Context, what string, f func(ctx context.Context) error) error {
 	log := r.Log
 	if log == nil {
@@ -42,11 +44,15 @@ func (r Retry) Do(ctx context.Context, what string, f func(ctx context.Context) 
 	}
 	attemptTimeout := r.AttemptTimeout
 	if attemptTimeout <= 0 {
-		attemptTimeout = 20 * time.Second
+		attemptTimeout = 10 * time.Second
 	}
 	maxBackoff := r.MaxBackoff
 	if maxBackoff <= 0 {
 		maxBackoff = 5 * time.Second
+	}
+	var outer statusState
+	if r.Status != nil {
+		outer = r.Status.save()
 	}
 	started := time.Now()
 	lastWarn := started
@@ -75,8 +81,9 @@ func (r Retry) Do(ctx context.Context, what string, f func(ctx context.Context) 
 			}
 		}
 		if err == nil {
-			if r.Status != nil {
-				r.Status.Ready()
+			if r.Status != nil && attempt > 1 {
+				// What was waited for before this call (nothing, or an outer wait) is what is left.
+				r.Status.restore(outer)
 			}
 			if attempt > 1 {
 				log.Info("NATS ready again: "+what, slog.Duration("waited", time.Since(started).Round(time.Millisecond)))

@@ -11,24 +11,29 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/gobuild"
+	"github.com/nhs-dps/dps-pipeline/pkg/natsserver"
 )
 
 // The processes the stack builds, in the order they start.
 var binaries = []string{"producer", "sender", "tracker"}
 
-// buildBinaries compiles the three processes into dir with one go build, so that packages they share
-// are compiled once (without -race, as gobuild.Build says: the end-to-end test needs the pipeline's
-// speed).
-func buildBinaries(ctx context.Context, dir string) error {
+// buildBinaries compiles the three processes (and with cluster the nats-server command, from the
+// module version the embedded server runs) into dir with one go build, so that packages they share are
+// compiled once (without -race, as gobuild.Build says: the end-to-end test needs the pipeline's speed).
+func buildBinaries(ctx context.Context, dir string, cluster bool) error {
 	pkgs := make([]string, len(binaries))
 	for i, b := range binaries {
 		pkgs[i] = "./" + b
+	}
+	if cluster {
+		pkgs = append(pkgs, natsserver.ServerPackage)
 	}
 	err := gobuild.Build(ctx, dir, pkgs...)
 	if errors.Is(err, gobuild.ErrNotInModule) {
@@ -42,8 +47,9 @@ func buildBinaries(ctx context.Context, dir string) error {
 func (s *Stack) childEnv() []string {
 	env := []string{
 		"DATABASE_URL=" + s.cfg.DatabaseURL,
-		"NATS_URL=" + s.natsURL,
-		"NATS_STREAM_REPLICAS=1",
+		// The producer's user; startChildren gives the senders and the tracker their own.
+		"NATS_URL=" + s.natsURLFor("producer"),
+		"NATS_STREAM_REPLICAS=" + strconv.Itoa(s.replicas()),
 		"LOG_LEVEL=" + s.cfg.LogLevel,
 		"LOG_FORMAT=text",
 		"MESH_JOBS_ENABLED=true",
@@ -148,7 +154,7 @@ func (s *Stack) startChildren(ctx context.Context) error {
 		}
 		c := &child{name: name, httpAddr: addr, done: make(chan struct{})}
 		c.cmd = exec.Command(filepath.Join(s.binDir, binary), "run")
-		c.cmd.Env = append(append(inheritedEnv(), s.env...), "HTTP_ADDR="+addr)
+		c.cmd.Env = append(append(inheritedEnv(), s.env...), "HTTP_ADDR="+addr, "NATS_URL="+s.natsURLFor(binary))
 		c.cmd.Stdout = &prefixWriter{prefix: name, w: s.logs}
 		c.cmd.Stderr = c.cmd.Stdout
 		setProcAttr(c.cmd)
@@ -172,12 +178,46 @@ func (s *Stack) startChildren(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.cfg.ColdCluster {
+		if err := s.checkWaitingForNATS(ctx); err != nil {
+			return err
+		}
+		if err := s.startRestOfCluster(); err != nil {
+			return err
+		}
+	}
 	for _, c := range s.children {
 		if err := waitHealthy(ctx, c); err != nil {
 			return err
 		}
 	}
 	s.out.printf("started       %s", strings.Join(names, ", "))
+	return nil
+}
+
+// checkWaitingForNATS is the cold start's check: with one node of the cluster up there is no meta
+// leader, so every child must be running, waiting, and saying so on /healthz (503 naming nats).
+func (s *Stack) checkWaitingForNATS(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, c := range s.children {
+		for {
+			ok, said := childSays503(ctx, c)
+			if ok {
+				s.out.printf("waiting       %s: /healthz %s", c.name, said)
+				break
+			}
+			select {
+			case <-c.done:
+				return fmt.Errorf("%s exited while the cluster had no meta leader: %v (its log is above)", c.name, c.err)
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s /healthz did not say 503 naming nats while the cluster had no meta leader: %s", c.name, said)
+			}
+		}
+	}
 	return nil
 }
 
@@ -266,10 +306,11 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// prefixWriter writes each complete line as "name | line".
+// prefixWriter writes each complete line as "name | line"; with filter set, only the lines it keeps.
 type prefixWriter struct {
 	prefix string
 	w      io.Writer
+	filter func(line string) bool
 	mu     sync.Mutex
 	buf    []byte
 }
@@ -299,6 +340,9 @@ func (p *prefixWriter) flush() {
 }
 
 func (p *prefixWriter) emit(line []byte) {
+	if p.filter != nil && !p.filter(string(line)) {
+		return
+	}
 	out := make([]byte, 0, len(p.prefix)+len(line)+4)
 	out = fmt.Appendf(out, "%-9s| ", p.prefix)
 	out = append(out, line...)

@@ -2,7 +2,8 @@
 //
 //	go run ./pkg/devstack --once
 //
-// It starts an embedded NATS server with JetStream, the MESH sandbox over TLS with our mailbox and the
+// It starts an embedded NATS server with JetStream (or, with --nats-cluster 3, a three-node cluster of
+// nats-server processes, one of which --kill-node SIGKILLs and restarts mid-run), the MESH sandbox over TLS with our mailbox and the
 // DPS one, uses the Postgres at DATABASE_URL (a database of its own on that server, dps_devstack by
 // default, recreated each run), seeds demo data, builds and starts producer, senders and tracker as
 // separate processes, asks for an export of every programme, plays DPS (downloads, checks and
@@ -91,6 +92,9 @@ Flags:
 	fs.StringVar(&dbName, "db", "dps_devstack", "database to use on the DATABASE_URL server (dropped and created again at start)")
 	fs.BoolVar(&keepDB, "keep-db", false, "use the --db database as it is instead of starting it clean")
 	fs.IntVar(&cfg.NATSPort, "nats-port", 0, "NATS client port (default: a free port)")
+	fs.IntVar(&cfg.NATSCluster, "nats-cluster", 0, "run a JetStream cluster of this many nats-server processes (3 or 5) with the users of nats/permissions.conf and R3 streams, instead of one embedded server")
+	fs.BoolVar(&cfg.KillNode, "kill-node", false, "with --nats-cluster: SIGKILL the node leading DPS_BATCHES once batches are in flight, and restart it after --kill-node-down")
+	fs.DurationVar(&cfg.KillNodeDown, "kill-node-down", 5*time.Second, "with --kill-node: how long the killed node stays down")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "LOG_LEVEL of the child processes (debug, info, warn, error)")
 	m := &cfg.MESH
 	fs.StringVar(&m.URL, "mesh-url", "", "use the MESH sandbox at this http(s)://host:port (e.g. the official NHS one) instead of starting ours")
@@ -118,6 +122,14 @@ Flags:
 		return cfg, errors.New("--timeout must be positive")
 	case dbName == "":
 		return cfg, errors.New("--db must not be empty")
+	case cfg.NATSCluster != 0 && cfg.NATSCluster != 3 && cfg.NATSCluster != 5:
+		return cfg, errors.New("--nats-cluster must be 3 or 5")
+	case cfg.NATSCluster != 0 && cfg.NATSPort != 0:
+		return cfg, errors.New("--nats-port is for the embedded server; a --nats-cluster picks its own ports")
+	case cfg.KillNode && cfg.NATSCluster == 0:
+		return cfg, errors.New("--kill-node needs --nats-cluster 3 (or 5)")
+	case cfg.KillNodeDown <= 0:
+		return cfg, errors.New("--kill-node-down must be positive")
 	}
 	server := getenv("DATABASE_URL")
 	if server == "" {

@@ -38,6 +38,17 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.KillNode {
+		killCtx, stopKill := context.WithCancel(ctx)
+		killed := make(chan struct{})
+		go func() {
+			defer close(killed)
+			if err := s.killNodeMidRun(killCtx); err != nil {
+				s.out.printf("PROBLEM       --kill-node: %v", err)
+			}
+		}()
+		defer func() { stopKill(); <-killed }()
+	}
 	waitCtx := ctx
 	if cfg.Once {
 		var cancel context.CancelFunc

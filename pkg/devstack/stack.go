@@ -25,7 +25,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/natsserver"
@@ -50,6 +49,17 @@ type Config struct {
 	RecreateDatabase bool
 	// NATSPort is the embedded server's client port; 0 picks a free one.
 	NATSPort int
+	// NATSCluster, when 3 or 5, runs that many real nats-server processes as one JetStream cluster
+	// with the users of nats/permissions.conf and streams replicated three times, instead of the
+	// embedded server.
+	NATSCluster int
+	// KillNode, with NATSCluster, SIGKILLs the node leading DPS_BATCHES once batches are in flight,
+	// and starts it again KillNodeDown later.
+	KillNode     bool
+	KillNodeDown time.Duration
+	// ColdCluster, with NATSCluster, starts the children while only one node runs (no meta leader, no
+	// quorum), checks that they wait saying 503 "nats", then starts the other nodes.
+	ColdCluster bool
 	// LogLevel is the children's LOG_LEVEL.
 	LogLevel string
 	// MESH, when its URL is set, is the sandbox to use instead of starting ours.
@@ -92,6 +102,8 @@ type Stack struct {
 	natsOpts server.Options
 	natsSrv  *server.Server
 	natsURL  string
+	cluster  *natsserver.Cluster // with --nats-cluster, instead of natsSrv
+	natsUser map[string]string   // with a cluster: user → password of nats/permissions.conf
 
 	nc   *nats.Conn
 	js   jetstream.JetStream
@@ -179,18 +191,32 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		if dir == "" {
 			dir = filepath.Join(s.workDir, "bin")
 		}
-		buildDone <- built{dir, buildBinaries(buildCtx, dir)}
+		buildDone <- built{dir, buildBinaries(buildCtx, dir, cfg.NATSCluster > 0)}
 	}()
+	var b built
+	gotBuild := false
 	abandonBuild := func() {
-		cancelBuild()
-		<-buildDone
+		if !gotBuild {
+			cancelBuild()
+			<-buildDone
+		}
 	}
 
 	if err := s.openDatabase(ctx); err != nil {
 		abandonBuild()
 		return nil, err
 	}
-	if err := s.startNATS(ctx); err != nil {
+	if cfg.NATSCluster > 0 {
+		// The nodes are nats-server processes: they need the build.
+		s.out.printf("building      nats-server, producer, sender, tracker")
+		b, gotBuild = <-buildDone, true
+		if b.err != nil {
+			return nil, b.err
+		}
+		if err := s.startCluster(ctx, b.dir); err != nil {
+			return nil, err
+		}
+	} else if err := s.startNATS(); err != nil {
 		abandonBuild()
 		return nil, err
 	}
@@ -200,7 +226,11 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		abandonBuild()
 		return nil, err
 	}
-	s.out.printf("NATS          %s (store %s)", s.natsURL, s.natsOpts.StoreDir)
+	if s.cluster != nil {
+		s.out.printf("NATS          %d-node JetStream cluster %s, streams R%d, users of nats/permissions.conf", cfg.NATSCluster, s.natsURL, s.replicas())
+	} else {
+		s.out.printf("NATS          %s (store %s)", s.natsURL, s.natsOpts.StoreDir)
+	}
 	if s.external {
 		s.out.printf("MESH          %s, not started by the devstack (mailboxes %s ours, %s DPS; %s)", s.meshURL, s.ourMailbox, s.dpsMailbox, s.meshTLSDescription())
 		if s.meshInsecure {
@@ -212,10 +242,6 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	s.out.printf("Postgres      %s", redactURL(cfg.DatabaseURL))
 
 	s.board = newBoard(s.out)
-	if err := s.watchEvents(bgCtx); err != nil {
-		abandonBuild()
-		return nil, err
-	}
 	if s.dps, err = newDPSPlayer(s); err != nil {
 		abandonBuild()
 		return nil, err
@@ -239,10 +265,12 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		s.dps.run(bgCtx)
 	}()
 
-	s.out.printf("building      producer, sender, tracker")
-	b := <-buildDone
-	if b.err != nil {
-		return nil, b.err
+	if !gotBuild {
+		s.out.printf("building      producer, sender, tracker")
+		b, gotBuild = <-buildDone, true
+		if b.err != nil {
+			return nil, b.err
+		}
 	}
 	s.binDir = b.dir
 	s.env = s.childEnv()
@@ -250,6 +278,14 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	if err := s.startChildren(ctx); err != nil {
+		return nil, err
+	}
+	// The children have declared the streams by now (none is healthy before): the stack follows the
+	// events from here, before anything is requested.
+	if err := s.connectNATS(); err != nil {
+		return nil, err
+	}
+	if err := s.watchEvents(bgCtx); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -308,8 +344,8 @@ func (s *Stack) openDatabase(ctx context.Context) error {
 	return nil
 }
 
-// startNATS starts the embedded server and connects the stack's own client to it.
-func (s *Stack) startNATS(ctx context.Context) error {
+// startNATS starts the embedded server.
+func (s *Stack) startNATS() error {
 	opts := natsserver.DefaultOptions()
 	opts.ServerName = "devstack"
 	opts.Port = s.cfg.NATSPort
@@ -332,16 +368,19 @@ func (s *Stack) startNATS(ctx context.Context) error {
 		opts.Port = addr.Port
 	}
 	s.natsOpts, s.natsSrv, s.natsURL = *opts, srv, srv.ClientURL()
+	return nil
+}
 
-	s.nc, err = nats.Connect(s.natsURL, nats.Name("devstack"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+// connectNATS connects the stack's own client (as the producer user on a cluster: it follows the
+// events and asks for exports).
+func (s *Stack) connectNATS() error {
+	var err error
+	s.nc, err = nats.Connect(s.natsURLFor("producer"), nats.Name("devstack"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
 	}
 	if s.js, err = jetstream.New(s.nc); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
-	}
-	if err := bus.EnsureTopology(ctx, s.js); err != nil {
-		return fmt.Errorf("nats topology: %w", err)
 	}
 	return nil
 }
@@ -468,6 +507,9 @@ func (s *Stack) close() {
 	if s.natsSrv != nil {
 		s.natsSrv.Shutdown()
 		s.natsSrv.WaitForShutdown()
+	}
+	if s.cluster != nil {
+		s.cluster.Stop()
 	}
 	s.natsMu.Unlock()
 	if s.meshServer != nil {

@@ -92,11 +92,14 @@ func (d *Deps) open(ctx context.Context, log *slog.Logger, cfg config.Shared, na
 	d.NC, d.JS = nc, js
 	d.mu.Unlock()
 	if declare {
+		// Not healthy until every stream, consumer and the bucket is there.
+		d.NATS.Waiting("the streams, consumers and bucket to be declared", nil)
 		changes, err := bus.DeclareTopology(ctx, js, bus.NewTopology(bus.WithReplicas(cfg.StreamReplicas)), d.Retry, false)
 		if err != nil {
 			d.closeConns()
 			return fmt.Errorf("nats topology: %w", err)
 		}
+		d.NATS.Ready()
 		for _, c := range changes {
 			if c.Action != bus.ActionUnchanged {
 				log.Info("nats topology: "+c.String(), slog.String("kind", c.Kind), slog.String("name", c.Name), slog.String("action", string(c.Action)))
