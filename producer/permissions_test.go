@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
+	"github.com/nhs-dps/dps-pipeline/pkg/gobuild"
 	"github.com/nhs-dps/dps-pipeline/pkg/natstest"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
-	"github.com/nhs-dps/dps-pipeline/pkg/gobuild"
 )
 
 // shippedPermissions is nats/permissions.conf, the users and permissions the project ships.
