@@ -154,6 +154,9 @@ func TestOperatorSessionEndToEnd(t *testing.T) {
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, csv) {
 		t.Fatalf("--out file has %d bytes, want %d", len(got), len(csv))
 	}
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("--out file mode %v (%v), want 0600: a DPS file holds patient data", fi.Mode().Perm(), err)
+	}
 	if !strings.Contains(r.stdout, `"bytes": `+fmt.Sprint(len(csv))) || !strings.Contains(r.stdout, plain.MessageID) {
 		t.Errorf("--out summary %s", r.stdout)
 	}
