@@ -12,6 +12,7 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/testenv"
+	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 )
 
 // TestForgedReadyChangesNothing: batches naming a real export but another export's object (with its
@@ -60,6 +61,19 @@ func TestForgedReadyChangesNothing(t *testing.T) {
 	}
 	if err := dps.Acknowledge(ctx, st.MessageID); err != nil {
 		t.Fatalf("DPS acknowledges: %v", err)
+	}
+	// The tracker, asked about the export, finds DPS's acknowledgement of its own file.
+	tr, err := tracking.New(tracking.Config{Pool: h.Pool, JS: h.JS, JobsEnabled: true,
+		MESH: h.MESHClient(testenv.OurMailbox, testenv.OurPassword, 0), Logger: h.log,
+		PollInterval: time.Second, HandshakeInterval: time.Hour, BatchSize: 10, MaxBackoff: time.Second, UnknownTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.TrackNow(ctx, hpv.Ready.ExportID); err != nil {
+		t.Fatalf("track: %v", err)
+	}
+	if got := h.State(ctx, hpv.Ready.ExportID); got.Status != lifecycle.Acknowledged || got.MessageID != st.MessageID {
+		t.Fatalf("export %s as %s after DPS acknowledged, want acknowledged as %s", got.Status, got.MessageID, st.MessageID)
 	}
 	if other := h.State(ctx, flu.Ready.ExportID); other.Status != lifecycle.Created || other.Attempts != 0 {
 		t.Errorf("the other export was touched: %+v", other)
