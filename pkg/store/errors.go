@@ -44,7 +44,7 @@ func (e *DatabaseError) Unwrap() error { return e.Err }
 
 // Classify decides, once for every caller, whether err (from pgx, wrapped or not) is permanent or
 // transient, and returns its SQLSTATE. Anything that is not a Postgres error with a known permanent
-// class is transient: it is safer to retry a bug a few times than to dead-let an outage.
+// class is transient: it is safer to retry a bug a few times than to dead-letter an outage.
 func Classify(err error) (ErrorClass, string) {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {

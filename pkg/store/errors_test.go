@@ -41,17 +41,24 @@ func TestClassifyRealErrors(t *testing.T) {
 		{"admin shutdown", `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '57P01'; END $$`, nil, store.Transient, "57P01"},
 		{"connection failure", `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '08006'; END $$`, nil, store.Transient, "08006"},
 		{"insufficient privilege", `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '42501'; END $$`, nil, store.Transient, "42501"},
-		{"query cancelled", `SET LOCAL statement_timeout = 1; SELECT pg_sleep(1)`, nil, store.Transient, "57014"},
+		{"query cancelled", `SELECT pg_sleep(1)`, nil, store.Transient, "57014"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var err error
-			if tt.name == "query cancelled" {
-				_, err = pool.Exec(ctx, `SET statement_timeout = 1; SELECT pg_sleep(1); RESET statement_timeout`)
-				_, _ = pool.Exec(ctx, `RESET statement_timeout`)
-			} else {
-				_, err = pool.Exec(ctx, tt.sql, tt.args...)
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
 			}
+			defer conn.Release()
+			// Only the cancellation case needs a timeout; a fresh setting per case keeps the others clear.
+			timeout := "0"
+			if tt.state == "57014" {
+				timeout = "1"
+			}
+			if _, err := conn.Exec(ctx, "SET statement_timeout = "+timeout); err != nil {
+				t.Fatal(err)
+			}
+			_, err = conn.Exec(ctx, tt.sql, tt.args...)
 			if err == nil {
 				t.Fatal("no error")
 			}
