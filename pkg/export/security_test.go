@@ -73,6 +73,7 @@ func TestPoisonRequestsDoNotStall(t *testing.T) {
 	if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportRequest, good.RequestID, good); err != nil {
 		t.Fatal(err)
 	}
+	started := time.Now()
 	e.runConsumer()
 	deadline := time.Now().Add(20 * time.Second)
 	for e.count(`SELECT count(*) FROM dps_exports WHERE request_id = 'after-poison'`) != 1 {
@@ -82,6 +83,7 @@ func TestPoisonRequestsDoNotStall(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	t.Logf("the valid request was exported %v after the consumer started, behind 100 poison requests", time.Since(started).Round(time.Millisecond))
 	waitFor(t, "every poison request dead-lettered", func() bool {
 		return e.streamCount(bus.StreamDeadLetter, bus.SubjectDeadLetterRequest) == poison
 	})
