@@ -130,6 +130,22 @@ func testCluster(t *testing.T, nodes int, cold bool, kills []string) {
 		t.Fatalf("%s exited: %v", e.name, e.err)
 	default:
 	}
+	// Every stream, consumer and the bucket is R3 as declared by the services, and `producer topology
+	// --dry-run` (as the producer user) finds nothing to change.
+	for _, name := range []string{bus.StreamRequests, bus.StreamBatches, bus.StreamEvents, bus.StreamDeadLetter, "OBJ_" + bus.BucketExports} {
+		st, err := s.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("stream %s has %d replicas, want 3", name, r)
+		}
+	}
+	cmd := s.Command(ctx, "producer", []string{"topology", "--dry-run"})
+	plan, err := cmd.Output()
+	if err != nil || strings.Count(string(plan), ": unchanged\n") != 8 {
+		t.Errorf("producer topology --dry-run after the run: %v\n%s", err, plan)
+	}
 	if l := logs.String(); strings.Contains(l, "ermissions Violation") {
 		t.Errorf("a process met a permission violation:\n%s", grep(l, "ermissions Violation"))
 	}
