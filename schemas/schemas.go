@@ -35,6 +35,8 @@ const (
 	ExportSent         = "export-sent"
 	ExportAcknowledged = "export-acknowledged"
 	ExportFailed       = "export-failed"
+	ExportReceived     = "export-received"
+	ExportProcessed    = "export-processed"
 	MailboxValidated   = "mailbox-validated"
 	DeadLetter         = "dead-letter"
 )
@@ -49,6 +51,8 @@ var bySubject = map[string]string{
 	"dps.export.sent":         ExportSent,
 	"dps.export.acknowledged": ExportAcknowledged,
 	"dps.export.failed":       ExportFailed,
+	"dps.export.received":     ExportReceived,
+	"dps.export.processed":    ExportProcessed,
 	"mesh.mailbox.validated":  MailboxValidated,
 }
 

@@ -13,8 +13,8 @@ import (
 // documentation cannot drift from the rules.
 func TestExamplesValidate(t *testing.T) {
 	names := Names()
-	if len(names) != 8 {
-		t.Fatalf("Names() = %v, want 8 schemas", names)
+	if len(names) != 10 {
+		t.Fatalf("Names() = %v, want 10 schemas", names)
 	}
 	for _, name := range names {
 		b, err := fs.ReadFile(Files(), name+".schema.json")

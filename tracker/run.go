@@ -19,7 +19,8 @@ func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
 	svc := process.Service{
 		Name: "tracker", HTTPAddr: cfg.HTTPAddr, Log: log, Registry: reg,
 		Attrs: []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled),
-			slog.Duration("poll_interval", cfg.PollInterval), slog.Int("batch_size", cfg.BatchSize)},
+			slog.Duration("poll_interval", cfg.PollInterval), slog.Duration("inbox_interval", cfg.InboxInterval),
+			slog.Int("batch_size", cfg.BatchSize), slog.Any("ack_senders", cfg.AckSenders)},
 	}
 	deps, client, err := svc.OpenWithMESH(ctx, cfg.Shared, cfg.MESH)
 	if err != nil {
@@ -52,6 +53,9 @@ func trackingConfig(cfg config.Tracker, deps *process.Deps, client *mesh.Client,
 		BatchSize:         cfg.BatchSize,
 		MaxBackoff:        cfg.MaxBackoff,
 		UnknownTimeout:    cfg.UnknownTimeout,
+		InboxInterval:     cfg.InboxInterval,
+		Mailbox:           cfg.Mailbox,
+		AckSenders:        cfg.AckSenders,
 		Logger:            log,
 	}
 }

@@ -29,7 +29,7 @@ func RedriveMsgID(seq uint64) string { return "redrive:" + strconv.FormatUint(se
 
 // DeadLetterFilter selects dead letters for ListDeadLetters. The zero value selects all of them.
 type DeadLetterFilter struct {
-	// Stage is request, sender or tracker; empty for every stage.
+	// Stage is request, sender, tracker or inbox; empty for every stage.
 	Stage string
 	// Since keeps dead letters stored at or after this time; zero for all.
 	Since time.Time
@@ -222,6 +222,10 @@ func RedriveDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) 
 		return res, &RedriveRefusedError{Seq: seq, Reason: err.Error(), Err: err}
 	}
 	res.Size = len(payload)
+	if dl.Stage == StageInbox {
+		return res, &RedriveRefusedError{Seq: seq, Reason: "an inbox dead letter is a MESH message that is still in our MESH inbox, unacknowledged (its mex-MessageID header names it): " +
+			"the tracker looks at it again at every inbox pass, so fix the cause and it is applied then, or, once a person has dealt with it, acknowledge it with tracker ack-message ID"}
+	}
 	if !whole {
 		return res, &RedriveRefusedError{Seq: seq, Reason: fmt.Sprintf(
 			"the dead letter keeps only the first %d of the original's %d bytes (SHA-256 %s); it cannot be re-driven",

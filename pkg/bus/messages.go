@@ -71,15 +71,65 @@ type ExportAcknowledged struct {
 
 // ExportFailed is published on dps.export.failed (Nats-Msg-Id: EventMsgID(EventFailed, ExportID)).
 type ExportFailed struct {
-	EventID       string    `json:"event_id"`
-	ExportID      string    `json:"export_id"`
-	Programme     string    `json:"programme"`
-	Stage         string    `json:"stage"` // producer, sender or tracker
-	Reason        string    `json:"reason"`
-	MeshStatus    int       `json:"mesh_status,omitempty"`
-	MeshErrorCode string    `json:"mesh_error_code,omitempty"`
-	FailedAt      time.Time `json:"failed_at"`
+	EventID       string `json:"event_id"`
+	ExportID      string `json:"export_id"`
+	Programme     string `json:"programme"`
+	Stage         string `json:"stage"` // producer, sender or tracker
+	Reason        string `json:"reason"`
+	MeshStatus    int    `json:"mesh_status,omitempty"`
+	MeshErrorCode string `json:"mesh_error_code,omitempty"`
+	// Status is StatusRejected when the receiver refused the whole file (InfAck Failure), else empty
+	// or "failed".
+	Status string `json:"status,omitempty"`
+	// ReceiverCode and ReceiverDisplay are the InfAck's RESPONSE_CODE and RESPONSE_DISPLAY.
+	ReceiverCode    string    `json:"receiver_code,omitempty"`
+	ReceiverDisplay string    `json:"receiver_display,omitempty"`
+	FailedAt        time.Time `json:"failed_at"`
 }
+
+// ExportReceived is published on dps.export.received (Nats-Msg-Id: EventMsgID(EventReceived, ExportID))
+// when the receiver's InfAck says the file passed its checks.
+type ExportReceived struct {
+	EventID         string    `json:"event_id"`
+	ExportID        string    `json:"export_id"`
+	Programme       string    `json:"programme"`
+	Filename        string    `json:"filename"`
+	ReceiverCode    string    `json:"receiver_code"`
+	InfAckMessageID string    `json:"infack_message_id"`
+	ReceivedAt      time.Time `json:"received_at"`
+}
+
+// ExportProcessed is published on dps.export.processed (Nats-Msg-Id: EventMsgID(EventProcessed,
+// ExportID)) when the receiver's BusAck has said, row by row, what it took.
+type ExportProcessed struct {
+	EventID         string `json:"event_id"`
+	ExportID        string `json:"export_id"`
+	Programme       string `json:"programme"`
+	Filename        string `json:"filename"`
+	BusAckMessageID string `json:"busack_message_id"`
+	RowsSent        int    `json:"rows_sent"`
+	RowsAccepted    int    `json:"rows_accepted"`
+	RowsRefused     int    `json:"rows_refused"`
+	// Refused lists each refused record (at most MaxRefusedListed; RefusedTruncated says when more
+	// were refused than listed).
+	Refused          []RefusedRecord `json:"refused"`
+	RefusedTruncated bool            `json:"refused_truncated,omitempty"`
+	ProcessedAt      time.Time       `json:"processed_at"`
+}
+
+// RefusedRecord is one record the receiver refused: its UUID and the receiver's diagnostic, with any
+// patient identifier masked. Never a name, NHS number or date of birth.
+type RefusedRecord struct {
+	RecordUUID   string `json:"record_uuid"`
+	ResponseCode string `json:"response_code,omitempty"`
+	Diagnostic   string `json:"diagnostic"`
+}
+
+// Limits that keep dps.export.processed within a NATS message whatever the BusAck holds.
+const (
+	MaxRefusedListed    = 1000
+	MaxDiagnosticLength = 500
+)
 
 // MailboxValidated is published on mesh.mailbox.validated (Nats-Msg-Id: ValidatedMsgID).
 type MailboxValidated struct {
@@ -114,6 +164,14 @@ const (
 	EventSent         = "sent"
 	EventAcknowledged = "acknowledged"
 	EventFailed       = "failed"
+	EventReceived     = "received"
+	EventProcessed    = "processed"
+)
+
+// Export statuses a lifecycle event may name.
+const (
+	StatusFailed   = "failed"
+	StatusRejected = "rejected"
 )
 
 // EventMsgID is the Nats-Msg-Id of a lifecycle event: "<event>:<export id>",

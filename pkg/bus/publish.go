@@ -280,3 +280,27 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// SubjectMESHInbox is the Subject of an inbox dead letter: not a NATS subject but where the message
+// was, our MESH inbox.
+const SubjectMESHInbox = "mesh.inbox"
+
+// InboxOrigin is an inbox dead letter's "stream": the table that tracks each MESH inbox message; its
+// stream_seq is the message's row there.
+const InboxOrigin = "dps_inbox_messages"
+
+// NewInboxDeadLetter shapes the dead letter of a MESH message the tracker could not apply: its mex-*
+// headers (mex-MessageID names it), its payload (cut as every dead letter's is) and the reason. The
+// message itself stays unacknowledged in the MESH inbox, so nothing is lost. row is its row in
+// dps_inbox_messages, seen how many times it has been looked at. Publish it on SubjectDeadLetterInbox
+// with Nats-Msg-Id InboxDeadLetterMsgID.
+func NewInboxDeadLetter(row, seen uint64, headers nats.Header, payload []byte, reason string) DeadLetterMessage {
+	return NewDeadLetterOf(StageInbox, SubjectMESHInbox, InboxOrigin, row, seen, payload, headers, reason)
+}
+
+// InboxDeadLetterMsgID is an inbox dead letter's Nats-Msg-Id, "inbox:<MESH message id>:<hash of the
+// reason>": the same message held for the same reason is reported once.
+func InboxDeadLetterMsgID(meshMessageID, reason string) string {
+	sum := sha256.Sum256([]byte(reason))
+	return StageInbox + ":" + meshMessageID + ":" + hex.EncodeToString(sum[:6])
+}

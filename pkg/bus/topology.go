@@ -23,6 +23,8 @@ const (
 	SubjectExportSent         = "dps.export.sent"
 	SubjectExportAcknowledged = "dps.export.acknowledged"
 	SubjectExportFailed       = "dps.export.failed"
+	SubjectExportReceived     = "dps.export.received"
+	SubjectExportProcessed    = "dps.export.processed"
 	SubjectMailboxValidated   = "mesh.mailbox.validated"
 	// SubjectDeadLetterPrefix + stage is a dead-letter subject.
 	SubjectDeadLetterPrefix   = "dps.deadletter."
@@ -30,6 +32,7 @@ const (
 	SubjectDeadLetterSender   = SubjectDeadLetterPrefix + StageSender
 	SubjectDeadLetterTracker  = SubjectDeadLetterPrefix + StageTracker
 	SubjectDeadLetterOutbox   = SubjectDeadLetterPrefix + StageOutbox
+	SubjectDeadLetterInbox    = SubjectDeadLetterPrefix + StageInbox
 	subjectDeadLetterWildcard = SubjectDeadLetterPrefix + ">"
 )
 
@@ -40,6 +43,9 @@ const (
 	StageTracker = "tracker"
 	// StageOutbox is a Postgres outbox row the stream could never take (invalid or too large).
 	StageOutbox = "outbox"
+	// StageInbox is the tracker reading our MESH inbox: its dead letters are MESH messages it could not
+	// apply, which stay unacknowledged in MESH.
+	StageInbox = "inbox"
 )
 
 // Streams.
@@ -126,7 +132,8 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		stream(StreamRequests, "DPS export requests; kept for replay", 30*day, SubjectExportRequest),
 		stream(StreamBatches, "DPS export batches ready to send; kept for replay", 30*day, SubjectExportReady),
 		stream(StreamEvents, "DPS export lifecycle events and MESH handshakes", 90*day,
-			SubjectExportCreated, SubjectExportSent, SubjectExportAcknowledged, SubjectExportFailed, SubjectMailboxValidated),
+			SubjectExportCreated, SubjectExportSent, SubjectExportAcknowledged, SubjectExportFailed,
+			SubjectExportReceived, SubjectExportProcessed, SubjectMailboxValidated),
 		stream(StreamDeadLetter, "messages a stage could not process, with the reason", 90*day, subjectDeadLetterWildcard),
 	}
 }
@@ -213,7 +220,8 @@ func streamOf(subject string) string {
 		return StreamRequests
 	case SubjectExportReady:
 		return StreamBatches
-	case SubjectExportCreated, SubjectExportSent, SubjectExportAcknowledged, SubjectExportFailed, SubjectMailboxValidated:
+	case SubjectExportCreated, SubjectExportSent, SubjectExportAcknowledged, SubjectExportFailed,
+		SubjectExportReceived, SubjectExportProcessed, SubjectMailboxValidated:
 		return StreamEvents
 	}
 	if len(subject) > len(SubjectDeadLetterPrefix) && subject[:len(SubjectDeadLetterPrefix)] == SubjectDeadLetterPrefix {

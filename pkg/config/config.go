@@ -96,6 +96,11 @@ type Tracker struct {
 	BatchSize         int           `env:"TRACKER_BATCH_SIZE" envDefault:"100"`
 	MaxBackoff        time.Duration `env:"TRACKER_MAX_BACKOFF" envDefault:"1h"`
 	UnknownTimeout    time.Duration `env:"TRACKER_UNKNOWN_TIMEOUT" envDefault:"1h"`
+	// InboxInterval is how often our MESH inbox is read for reports and the receiver's replies.
+	InboxInterval time.Duration `env:"TRACKER_INBOX_INTERVAL" envDefault:"5m"`
+	// AckSenders are the mailboxes the receiver's acknowledgement files may come from; empty means
+	// MESH_DPS_MAILBOX (when set). A DATA message from any other mailbox is held for a person.
+	AckSenders []string `env:"TRACKER_ACK_SENDERS" envSeparator:","`
 }
 
 // Default HTTP addresses, distinct so that the three processes can share one host.
@@ -185,11 +190,22 @@ func LoadTracker() (Tracker, error) {
 		{"TRACKER_HANDSHAKE_INTERVAL", c.HandshakeInterval},
 		{"TRACKER_MAX_BACKOFF", c.MaxBackoff},
 		{"TRACKER_UNKNOWN_TIMEOUT", c.UnknownTimeout},
+		{"TRACKER_INBOX_INTERVAL", c.InboxInterval},
 	} {
 		if d.v <= 0 {
 			return c, &Error{Var: d.name, Problem: "must be a positive duration"}
 		}
 	}
+	var senders []string
+	for _, m := range c.AckSenders {
+		if m = strings.ToUpper(strings.TrimSpace(m)); m != "" {
+			senders = append(senders, m)
+		}
+	}
+	if len(senders) == 0 && strings.TrimSpace(c.DPSMailbox) != "" {
+		senders = []string{strings.ToUpper(strings.TrimSpace(c.DPSMailbox))}
+	}
+	c.AckSenders = senders
 	if c.BatchSize < 1 || c.BatchSize > 10000 {
 		return c, &Error{Var: "TRACKER_BATCH_SIZE", Problem: "must be between 1 and 10000"}
 	}

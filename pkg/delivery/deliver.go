@@ -148,7 +148,12 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 		}
 		res.PreviousMessageID = exp.MESHMessageID
 		fromStatuses = []lifecycle.Status{lifecycle.Accepted, lifecycle.Acknowledged}
-	case lifecycle.Failed:
+	case lifecycle.Received, lifecycle.Processed:
+		// The receiver has the file (its InfAck said so), and refuses a file name it has seen: even a
+		// forced re-send would only be rejected, so nothing is sent.
+		res.Outcome, res.MessageID, res.LocalID = AlreadySent, exp.MESHMessageID, exp.MESHLocalID
+		return res
+	case lifecycle.Failed, lifecycle.Rejected:
 		res.Outcome = AlreadyFailed
 		return res
 	}

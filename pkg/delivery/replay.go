@@ -82,7 +82,9 @@ func (s *Sender) replayDryRun(ctx context.Context, ready bus.ExportReady, force 
 			return replay.DryRun, fmt.Sprintf("export %s (%s as %s): would RE-SEND to MESH as a NEW message", id, status, mid), nil
 		}
 		return replay.DryRun, fmt.Sprintf("export %s already sent as MESH message %s (%s): would skip", id, mid, status), nil
-	case lifecycle.Failed:
+	case lifecycle.Received, lifecycle.Processed:
+		return replay.DryRun, fmt.Sprintf("export %s already taken by the receiver as MESH message %s (%s): would skip, even forced", id, mid, status), nil
+	case lifecycle.Failed, lifecycle.Rejected:
 		return replay.DryRun, fmt.Sprintf("export %s failed earlier: would skip (its records were released)", id), nil
 	}
 	return replay.DryRun, fmt.Sprintf("export %s not yet sent: would check earlier attempts at MESH, then send %s", id, ready.Filename), nil

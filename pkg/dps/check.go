@@ -40,7 +40,11 @@ const maxLine = 1 << 20
 // header, 34 quoted "|"-separated fields per line, and the value rules of
 // each field. It returns the first defect as a *CheckError. An I/O error
 // from r is returned wrapped.
-func Check(r io.Reader) (CheckResult, error) {
+func Check(r io.Reader) (CheckResult, error) { return CheckEach(r, nil) }
+
+// CheckEach is Check that also hands each row that passed to each (when not nil), in file order, with
+// its line number. fields is reused for the next row.
+func CheckEach(r io.Reader, each func(line int, fields *[NumFields]string)) (CheckResult, error) {
 	res := CheckResult{Actions: map[string]int{}}
 	br := bufio.NewReaderSize(r, 64<<10)
 	seen := map[string]int{}
@@ -97,6 +101,9 @@ func Check(r io.Reader) (CheckResult, error) {
 		res.Rows++
 		res.Actions[fields[11]]++
 		res.UniqueIDs = append(res.UniqueIDs, id)
+		if each != nil {
+			each(lineNo, &fields)
+		}
 	}
 	if lineNo == 1 {
 		return res, &CheckError{Line: 1, Reason: "empty file: no header"}

@@ -58,7 +58,9 @@ VALUES ($1, $2, $3, $4, $5, $5)`
 
 // sqlDecideCandidates decides every queued candidate of a programme (the contract's eligibility rules).
 // The last carriage is the newest link to the record in an export that has not released its records
-// (lifecycle.LiveCondition: not failed).
+// (lifecycle.LiveCondition: not failed or rejected), and that the receiver did not refuse (its BusAck):
+// a refused record is not in the receiver's hands, so once it changes it goes as new again, or as an
+// update of the version the receiver last took.
 // eligible = not draft, administered, not discarded.
 //
 //	no carriage, eligible                                → new
@@ -98,7 +100,7 @@ FROM (
         CROSS JOIN LATERAL (
             SELECT x.created_at FROM dps_exports x WHERE x.id = er.export_id AND ` + lifecycle.LiveCondition("x") + ` OFFSET 0
         ) e
-        WHERE er.vaccination_record_id = p.vaccination_record_id
+        WHERE er.vaccination_record_id = p.vaccination_record_id AND er.outcome IS DISTINCT FROM 'refused'
         ORDER BY e.created_at DESC, er.record_updated_at DESC
         LIMIT 1
     ) c ON true

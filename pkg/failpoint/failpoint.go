@@ -15,9 +15,18 @@ const Variable = "DPS_FAILPOINT"
 // ExitCode is the exit status of a process stopped at a failpoint.
 const ExitCode = 86
 
-// Reach ends the process with ExitCode when DPS_FAILPOINT is name.
+// HangVariable, set to "true", makes a process that reaches its failpoint stop there instead of exiting:
+// it says so on stderr and waits to be SIGKILLed, so that a test's kill lands exactly between two steps.
+const HangVariable = "DPS_FAILPOINT_HANG"
+
+// Reach ends the process with ExitCode when DPS_FAILPOINT is name (or, with DPS_FAILPOINT_HANG=true,
+// stops it there until it is killed).
 func Reach(name string) {
 	if os.Getenv(Variable) == name {
+		if os.Getenv(HangVariable) == "true" {
+			fmt.Fprintf(os.Stderr, "failpoint %s: waiting for SIGKILL\n", name)
+			select {}
+		}
 		fmt.Fprintf(os.Stderr, "failpoint %s: exiting\n", name)
 		os.Exit(ExitCode)
 	}

@@ -18,7 +18,7 @@ import (
 )
 
 func TestStatusNamesRoundTrip(t *testing.T) {
-	want := []string{"created", "accepted", "acknowledged", "failed"}
+	want := []string{"created", "accepted", "acknowledged", "failed", "received", "processed", "rejected"}
 	var got []string
 	for _, s := range lifecycle.All() {
 		got = append(got, s.String())
@@ -51,21 +51,25 @@ func TestStatusNamesRoundTrip(t *testing.T) {
 
 func TestAllowedTransitions(t *testing.T) {
 	c, a, k, f := lifecycle.Created, lifecycle.Accepted, lifecycle.Acknowledged, lifecycle.Failed
+	r, p, j := lifecycle.Received, lifecycle.Processed, lifecycle.Rejected
 	tests := []struct {
 		from, to lifecycle.Status
 		want     bool
 	}{
-		{c, a, true}, {c, f, true}, {c, k, false},
-		{a, k, true}, {a, f, true}, {a, a, true}, {a, c, false},
-		{k, a, true}, {k, f, false}, {k, c, false},
-		{f, a, false}, {f, k, false}, {f, c, false},
+		{c, a, true}, {c, f, true}, {c, k, false}, {c, r, false}, {c, p, false}, {c, j, false},
+		{a, k, true}, {a, f, true}, {a, a, true}, {a, c, false}, {a, r, false}, {a, p, true}, {a, j, true},
+		{k, a, true}, {k, f, true}, {k, c, false}, {k, r, true}, {k, p, true}, {k, j, true},
+		{r, p, true}, {r, f, true}, {r, j, false}, {r, a, false}, {r, k, false},
+		{p, f, false}, {p, j, false}, {p, a, false}, {p, r, false},
+		{f, a, false}, {f, k, false}, {f, c, false}, {f, r, false}, {f, p, false},
+		{j, a, false}, {j, r, false}, {j, p, false}, {j, f, false},
 	}
 	for _, tt := range tests {
 		if got := lifecycle.Allowed(tt.from, tt.to); got != tt.want {
 			t.Errorf("Allowed(%v, %v) = %v, want %v", tt.from, tt.to, got, tt.want)
 		}
 	}
-	if got := lifecycle.LiveCondition("e"); got != "e.status <> 'failed'" {
+	if got := lifecycle.LiveCondition("e"); got != "e.status NOT IN ('failed', 'rejected')" {
 		t.Errorf("LiveCondition = %q", got)
 	}
 }

@@ -42,10 +42,19 @@ const (
 	Created Status = iota + 1
 	// Accepted: MESH accepted the file (its message id is recorded); the tracker follows it.
 	Accepted
-	// Acknowledged: MESH reports that DPS acknowledged the file. Final, but for a forced re-send.
+	// Acknowledged: DPS downloaded the file (MESH tracking says acknowledged, or a reply from the
+	// receiver proves it). Final where the receiver sends nothing back, but for a forced re-send.
 	Acknowledged
-	// Failed: the export will never reach DPS; its records were released for the next export. Final.
+	// Failed: the export will never reach DPS (MESH refused it, or reported it undelivered); its records
+	// were released for the next export. Final.
 	Failed
+	// Received: the receiver's InfAck says the file passed its file-level checks.
+	Received
+	// Processed: the receiver's BusAck has said, record by record, what it took; each record's outcome
+	// is on its dps_export_records link. Final.
+	Processed
+	// Rejected: the receiver's InfAck refused the whole file; its records were released. Final.
+	Rejected
 )
 
 var statusNames = [...]string{
@@ -53,6 +62,9 @@ var statusNames = [...]string{
 	Accepted:     "accepted",
 	Acknowledged: "acknowledged",
 	Failed:       "failed",
+	Received:     "received",
+	Processed:    "processed",
+	Rejected:     "rejected",
 }
 
 // timeColumns are the dps_exports columns recording when an export entered each status.
@@ -79,7 +91,11 @@ var allowed = map[Status][]Status{
 	// with its new message id.
 	Accepted:     {Created, Accepted, Acknowledged},
 	Acknowledged: {Accepted},
-	Failed:       {Created, Accepted},
+	// A MESH non-delivery report may arrive at any point before the receiver has processed the file.
+	Failed:    {Created, Accepted, Acknowledged, Received},
+	Received:  {Acknowledged},
+	Processed: {Accepted, Acknowledged, Received},
+	Rejected:  {Accepted, Acknowledged},
 }
 
 // All returns every status, in lifecycle order.
@@ -123,10 +139,11 @@ func Allowed(from, to Status) bool {
 
 // Released reports whether an export in this status has given its records back to the queue: the next
 // export decides them afresh, ignoring this export's carriage.
-func (s Status) Released() bool { return s == Failed }
+func (s Status) Released() bool { return s == Failed || s == Rejected }
 
 // Final reports whether no transition leaves the status in normal running (a forced re-send aside).
-func (s Status) Final() bool { return s == Acknowledged || s == Failed }
+// Acknowledged counts as final because a receiver that sends nothing back leaves an export there.
+func (s Status) Final() bool { return s == Acknowledged || s == Failed || s == Processed || s == Rejected }
 
 // SQL is the status as an SQL string literal, for the few queries that need it constant in their text
 // (so that the planner can match a partial index); everywhere else pass the Status as a parameter.

@@ -133,8 +133,8 @@ func MarkAcknowledged(ctx context.Context, tx pgx.Tx, exportID, programme, meshM
 // Failure is why an export failed.
 type Failure struct {
 	ExportID, Programme string
-	// From is the status the export is expected in: Created (the sender gave up) or Accepted (MESH
-	// gave up on the message).
+	// From is the status the export is expected in: Created (the sender gave up), Accepted (MESH gave
+	// up on the message), or any status before Processed (a MESH non-delivery report in our inbox).
 	From Status
 	// Stage is the stage named in dps.export.failed: bus.StageSender or bus.StageTracker.
 	Stage string
@@ -185,7 +185,7 @@ func MarkFailed(ctx context.Context, tx pgx.Tx, f Failure) (changed bool, at tim
 	return true, at, nil
 }
 
-// sqlReleaseExport queues every record a failed export carried again. Its links stay (they are history);
+// sqlReleaseExport queues every record a failed (or rejected) export carried again. Its links stay (they are history);
 // the carriage rule ignores released exports (LiveCondition), so each record is decided afresh against
 // its last live one.
 const sqlReleaseExport = `
@@ -196,7 +196,7 @@ WHERE er.export_id = $1
 ON CONFLICT (vaccination_record_id) DO UPDATE
     SET programme_id = EXCLUDED.programme_id, queue_seq = EXCLUDED.queue_seq, queued_at = EXCLUDED.queued_at`
 
-// Release makes the records of a released (failed) export candidates again, in the caller's
+// Release makes the records of a released (failed or rejected) export candidates again, in the caller's
 // transaction: MarkFailed calls it after its update, so that the two commit together. A record is then
 // decided afresh by the next export against its last carriage in a live export: one that never went out
 // goes as new, one whose update failed goes as an update, and so on.
@@ -213,10 +213,136 @@ func Release(ctx context.Context, tx pgx.Tx, exportID string) error {
 		return fmt.Errorf("release export %s: %w", exportID, err)
 	}
 	if !status.Released() {
-		return fmt.Errorf("release export %s: status is %s; mark it failed first, in the same transaction", exportID, status)
+		return fmt.Errorf("release export %s: status is %s; mark it failed or rejected first, in the same transaction", exportID, status)
 	}
 	if _, err := tx.Exec(ctx, sqlReleaseExport, exportID); err != nil {
 		return fmt.Errorf("release export %s: %w", exportID, err)
 	}
 	return nil
+}
+
+// Receipt is the receiver's InfAck Success for an export.
+type Receipt struct {
+	ExportID, Programme, Filename string
+	// ResponseCode and ResponseDisplay are the InfAck's RESPONSE_CODE and RESPONSE_DISPLAY.
+	ResponseCode, ResponseDisplay string
+	// InfAckMessageID is the MESH message that carried the InfAck.
+	InfAckMessageID string
+}
+
+// MarkReceived moves an export from Acknowledged to Received with the InfAck's code, and enqueues
+// dps.export.received, in tx. changed is false when the export was no longer acknowledged.
+func MarkReceived(ctx context.Context, tx pgx.Tx, r Receipt) (changed bool, at time.Time, err error) {
+	err = tx.QueryRow(ctx, `
+		UPDATE dps_exports
+		SET status = $2, received_at = now(), receiver_code = $3, receiver_display = nullif($4, ''),
+		    infack_message_id = $5, next_track_at = NULL, updated_at = now()
+		WHERE id = $1 AND status = $6
+		RETURNING received_at`, r.ExportID, Received, r.ResponseCode, r.ResponseDisplay, r.InfAckMessageID, Acknowledged).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, at, nil
+	}
+	if err != nil {
+		return false, at, fmt.Errorf("mark export %s received: %w", r.ExportID, err)
+	}
+	ev := bus.ExportReceived{EventID: uuid.NewString(), ExportID: r.ExportID, Programme: r.Programme, Filename: r.Filename,
+		ReceiverCode: r.ResponseCode, InfAckMessageID: r.InfAckMessageID, ReceivedAt: at.UTC()}
+	if err := outbox.Enqueue(ctx, tx, bus.SubjectExportReceived, bus.EventMsgID(bus.EventReceived, r.ExportID), ev); err != nil {
+		return false, at, fmt.Errorf("mark export %s received: %w", r.ExportID, err)
+	}
+	return true, at, nil
+}
+
+// Rejection is the receiver's InfAck Failure: it refused the whole file.
+type Rejection struct {
+	ExportID, Programme string
+	// From is the status the export is in (locked by the caller): Accepted or Acknowledged.
+	From Status
+	// Reason is dps_exports.last_error and the event's reason.
+	Reason string
+	// ResponseCode and ResponseDisplay are the InfAck's; InfAckMessageID the MESH message that carried it.
+	ResponseCode, ResponseDisplay, InfAckMessageID string
+}
+
+// MarkRejected moves an export from r.From to Rejected, releases its records for the next export and
+// enqueues dps.export.failed (status rejected, with the receiver's code and display), all in tx.
+// changed is false when the export was no longer in r.From.
+func MarkRejected(ctx context.Context, tx pgx.Tx, r Rejection) (changed bool, at time.Time, err error) {
+	if err := checkFrom(Rejected, []Status{r.From}); err != nil {
+		return false, at, err
+	}
+	err = tx.QueryRow(ctx, `
+		UPDATE dps_exports
+		SET status = $2, rejected_at = now(), last_error = $3, last_error_code = nullif($4, ''),
+		    receiver_code = nullif($4, ''), receiver_display = nullif($5, ''), infack_message_id = $6,
+		    next_track_at = NULL, updated_at = now()
+		WHERE id = $1 AND status = $7
+		RETURNING rejected_at`, r.ExportID, Rejected, r.Reason, r.ResponseCode, r.ResponseDisplay, r.InfAckMessageID, r.From).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, at, nil
+	}
+	if err != nil {
+		return false, at, fmt.Errorf("mark export %s rejected: %w", r.ExportID, err)
+	}
+	if err := Release(ctx, tx, r.ExportID); err != nil {
+		return false, at, fmt.Errorf("mark export %s rejected: %w", r.ExportID, err)
+	}
+	ev := bus.ExportFailed{
+		EventID: uuid.NewString(), ExportID: r.ExportID, Programme: r.Programme, Stage: bus.StageTracker,
+		Reason: r.Reason, Status: bus.StatusRejected, ReceiverCode: r.ResponseCode, ReceiverDisplay: r.ResponseDisplay,
+		FailedAt: at.UTC(),
+	}
+	if err := outbox.Enqueue(ctx, tx, bus.SubjectExportFailed, bus.EventMsgID(bus.EventFailed, r.ExportID), ev); err != nil {
+		return false, at, fmt.Errorf("mark export %s rejected: %w", r.ExportID, err)
+	}
+	return true, at, nil
+}
+
+// Processing is the receiver's BusAck for an export, once each record's outcome is recorded on its link.
+type Processing struct {
+	ExportID, Programme, Filename string
+	// From is the status the export is in (locked by the caller): Accepted, Acknowledged or Received.
+	From Status
+	// BusAckMessageID is the MESH message that carried the BusAck.
+	BusAckMessageID string
+	// RowsSent, RowsAccepted and RowsRefused are the counts; Refused lists refused records (at most
+	// bus.MaxRefusedListed), RefusedTruncated says when there were more.
+	RowsSent, RowsAccepted, RowsRefused int
+	Refused                             []bus.RefusedRecord
+	RefusedTruncated                    bool
+}
+
+// MarkProcessed moves an export from p.From to Processed with its counts and enqueues
+// dps.export.processed, in tx. An export that skipped Acknowledged or Received (its InfAck never came)
+// gets those times too: the BusAck proves both. changed is false when the export was no longer in p.From.
+func MarkProcessed(ctx context.Context, tx pgx.Tx, p Processing) (changed bool, at time.Time, err error) {
+	if err := checkFrom(Processed, []Status{p.From}); err != nil {
+		return false, at, err
+	}
+	err = tx.QueryRow(ctx, `
+		UPDATE dps_exports
+		SET status = $2, processed_at = now(), received_at = coalesce(received_at, now()),
+		    acknowledged_at = coalesce(acknowledged_at, now()),
+		    rows_accepted = $3, rows_refused = $4, busack_message_id = $5, next_track_at = NULL, updated_at = now()
+		WHERE id = $1 AND status = $6
+		RETURNING processed_at`, p.ExportID, Processed, p.RowsAccepted, p.RowsRefused, p.BusAckMessageID, p.From).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, at, nil
+	}
+	if err != nil {
+		return false, at, fmt.Errorf("mark export %s processed: %w", p.ExportID, err)
+	}
+	refused := p.Refused
+	if refused == nil {
+		refused = []bus.RefusedRecord{}
+	}
+	ev := bus.ExportProcessed{
+		EventID: uuid.NewString(), ExportID: p.ExportID, Programme: p.Programme, Filename: p.Filename,
+		BusAckMessageID: p.BusAckMessageID, RowsSent: p.RowsSent, RowsAccepted: p.RowsAccepted, RowsRefused: p.RowsRefused,
+		Refused: refused, RefusedTruncated: p.RefusedTruncated, ProcessedAt: at.UTC(),
+	}
+	if err := outbox.Enqueue(ctx, tx, bus.SubjectExportProcessed, bus.EventMsgID(bus.EventProcessed, p.ExportID), ev); err != nil {
+		return false, at, fmt.Errorf("mark export %s processed: %w", p.ExportID, err)
+	}
+	return true, at, nil
 }

@@ -95,6 +95,13 @@ func (c *Client) Inbox(ctx context.Context) ([]string, error) {
 // is read: later chunks are fetched with it.
 type Download struct {
 	MessageID, From, To, WorkflowID, FileName, LocalID string
+	// MessageType is mex-MessageType: MessageTypeData, or MessageTypeReport for a report MESH itself
+	// put in our inbox about a message we sent (non-delivery, error).
+	MessageType string
+	// LinkedMessageID is mex-LinkedMsgID: on a report, the id of the message it is about.
+	LinkedMessageID string
+	// Status is what MESH says about the message (on a report: about the linked message).
+	Status DownloadStatus
 	// TotalChunks is how many chunks MESH holds for the message.
 	TotalChunks int
 	Body        io.ReadCloser
@@ -133,12 +140,19 @@ func (c *Client) Download(ctx context.Context, messageID string) (*Download, err
 	cs.encoding = strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
 
 	d := &Download{
-		MessageID:   firstNonEmpty(h.Get("mex-MessageID"), messageID),
-		From:        h.Get("mex-From"),
-		To:          h.Get("mex-To"),
-		WorkflowID:  h.Get("mex-WorkflowID"),
-		FileName:    h.Get("mex-FileName"),
-		LocalID:     h.Get("mex-LocalID"),
+		MessageID:       firstNonEmpty(h.Get("mex-MessageID"), messageID),
+		From:            h.Get("mex-From"),
+		To:              h.Get("mex-To"),
+		WorkflowID:      h.Get("mex-WorkflowID"),
+		FileName:        h.Get("mex-FileName"),
+		LocalID:         h.Get("mex-LocalID"),
+		MessageType:     strings.ToUpper(strings.TrimSpace(h.Get("mex-MessageType"))),
+		LinkedMessageID: h.Get("mex-LinkedMsgID"),
+		Status: DownloadStatus{
+			Code: h.Get("mex-StatusCode"), Event: h.Get("mex-StatusEvent"),
+			Description: h.Get("mex-StatusDescription"), Success: h.Get("mex-StatusSuccess"),
+			Timestamp: h.Get("mex-StatusTimestamp"),
+		},
 		TotalChunks: total,
 		Body:        cs,
 	}
@@ -154,6 +168,23 @@ func (c *Client) Download(ctx context.Context, messageID string) (*Download, err
 			Err: fmt.Errorf("unsupported Content-Encoding %q", cs.encoding)}
 	}
 	return d, nil
+}
+
+// Message types (mex-MessageType).
+const (
+	MessageTypeData   = "DATA"
+	MessageTypeReport = "REPORT"
+)
+
+// DownloadStatus is the mex-Status* headers of a download. A DATA message has code 00, event TRANSFER,
+// success SUCCESS; a report has success ERROR and, usually, the code (14: not collected in time) and
+// description of what went wrong.
+type DownloadStatus struct {
+	Code, Event, Description string
+	// Success is SUCCESS or ERROR.
+	Success string
+	// Timestamp is YYYYMMDDHHMMSS, UTC.
+	Timestamp string
 }
 
 func firstNonEmpty(a, b string) string {

@@ -12,6 +12,10 @@ import (
 //	GET    /admin/messages?mailbox=X             messages sent by or to X (all when no mailbox)
 //	GET    /admin/messages/{id}                  one message
 //	POST   /admin/messages/{id}/undeliverable    make it undeliverable
+//	POST   /admin/messages/{id}/report           make it undeliverable and put a non-delivery report
+//	                                             in its sender's inbox (ReportUndelivered)
+//	POST   /admin/report                         the official sandbox's create_report (also under
+//	                                             /messageexchange/admin/report; see ReportRequest)
 //	POST   /admin/faults                         add a Fault (JSON, durations as "250ms")
 //	GET    /admin/faults                         the faults in force
 //	DELETE /admin/faults                         remove every fault
@@ -44,6 +48,17 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		m, _ := s.Message(segs[1])
 		writeJSON(w, http.StatusOK, mediaJSON, m)
+	case route == "POST messages" && len(segs) == 3 && segs[2] == "report":
+		reportID, err := s.ReportUndelivered(segs[1])
+		if err != nil {
+			status := http.StatusConflict
+			if errors.Is(err, ErrNoSuchMessage) {
+				status = http.StatusNotFound
+			}
+			fail(status, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, mediaJSON, map[string]string{"message_id": reportID, "linked_message_id": strings.ToUpper(segs[1])})
 	case route == "POST faults" && len(segs) == 1:
 		var f Fault
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&f); err != nil {

@@ -236,6 +236,7 @@ func downloadHeaders(h http.Header, m *message, chunk int) {
 	set("mex-From", m.from.ID)
 	set("mex-To", m.to.ID)
 	set("mex-WorkflowID", m.workflowID)
+	report := m.messageType == messageTypeReport
 	set("mex-Chunk-Range", strconv.Itoa(chunk)+":"+strconv.Itoa(m.totalChunks))
 	set("mex-Total-Chunks", strconv.Itoa(m.totalChunks))
 	set("mex-AddressType", "ALL")
@@ -244,14 +245,19 @@ func downloadHeaders(h http.Header, m *message, chunk int) {
 	set("mex-FileName", m.fileName)
 	set("mex-Subject", m.subject)
 	set("mex-Version", "1.0")
-	set("mex-MessageType", "DATA")
+	set("mex-MessageType", m.typeName())
 	set("mex-MessageID", m.id)
-	set("Content-Encoding", m.contentEncoding)
-	set("mex-StatusCode", "00")
-	set("mex-StatusEvent", "TRANSFER")
-	set("mex-StatusDescription", "Transferred to recipient mailbox")
-	set("mex-StatusSuccess", "SUCCESS")
-	set("mex-StatusTimestamp", statusAt.Format("20060102150405"))
+	if report {
+		// A report has no Content-Encoding, and says what went wrong with the message it is about.
+		reportHeaders(set, m)
+	} else {
+		set("Content-Encoding", m.contentEncoding)
+		set("mex-StatusCode", "00")
+		set("mex-StatusEvent", "TRANSFER")
+		set("mex-StatusDescription", "Transferred to recipient mailbox")
+		set("mex-StatusSuccess", "SUCCESS")
+		set("mex-StatusTimestamp", statusAt.Format("20060102150405"))
+	}
 	set("mex-Content-Compressed", yes(m.compressed))
 	set("mex-Content-Encrypted", yes(m.encrypted))
 	set("mex-Content-Checksum", m.checksum)
@@ -284,10 +290,11 @@ func (s *Server) download(c *call) {
 		recipient, status, encoding, contentType string
 		total                                    int
 		chunk                                    []byte
-		discarded                                bool
+		discarded, report                        bool
 	)
 	if found {
 		recipient, status, total, encoding, contentType = m.to.ID, m.status, m.totalChunks, m.contentEncoding, m.contentType
+		report = m.messageType == messageTypeReport
 		if recipient == c.mailbox.ID && (status == StatusAccepted || status == StatusAcknowledged) {
 			downloadHeaders(h, m, n)
 			if n >= 1 && n <= total && m.received[n-1] {
@@ -306,6 +313,10 @@ func (s *Server) download(c *call) {
 		return
 	case status != StatusAccepted && status != StatusAcknowledged:
 		c.fail(http.StatusGone, errMessageGone, "")
+		return
+	case report:
+		// As the official sandbox answers for anything but DATA: the headers and an empty body.
+		c.w.WriteHeader(http.StatusOK)
 		return
 	case discarded:
 		clearHeaders(h)

@@ -31,7 +31,7 @@ func TestSend(t *testing.T) {
 		t.Fatal("message not held")
 	}
 	want := meshsandbox.Message{ID: id, From: mb1, To: mb2, WorkflowID: "DPS", FileName: "Vaccinations-HPV-2024-08-23.csv",
-		LocalID: "export-1.1", Subject: "HPV", Status: "accepted", TotalChunks: 1, ReceivedChunks: 1, Size: 8,
+		LocalID: "export-1.1", Subject: "HPV", MessageType: "DATA", Status: "accepted", TotalChunks: 1, ReceivedChunks: 1, Size: 8,
 		CreatedAt: m.CreatedAt, StatusAt: m.StatusAt}
 	if m != want {
 		t.Fatalf("message %+v, want %+v", m, want)

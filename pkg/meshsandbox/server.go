@@ -143,6 +143,8 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
+	case r.URL.Path == "/messageexchange/admin/report" || r.URL.Path == "/admin/report":
+		s.serveReportAdmin(w, r)
 	case strings.HasPrefix(r.URL.Path, "/admin/"):
 		s.serveAdmin(w, r)
 	case strings.HasPrefix(r.URL.Path, "/messageexchange/"):

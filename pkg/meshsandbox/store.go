@@ -27,6 +27,8 @@ type Message struct {
 	FileName        string    `json:"file_name"`
 	LocalID         string    `json:"local_id"`
 	Subject         string    `json:"subject"`
+	MessageType     string    `json:"message_type"` // DATA, or REPORT for one CreateReport made
+	LinkedMessageID string    `json:"linked_message_id,omitempty"`
 	Status          string    `json:"status"`
 	ContentEncoding string    `json:"content_encoding"`
 	TotalChunks     int       `json:"total_chunks"`
@@ -59,6 +61,11 @@ type message struct {
 	sizes           []int64 // bytes received per chunk, kept even when bodies are discarded
 	received        []bool
 	status          string
+	// messageType is "" for a DATA message, messageTypeReport for a report; a report has no chunks,
+	// the message it is about in linkedMessageID and its failure in report.
+	messageType     string
+	linkedMessageID string
+	report          *reportEvent
 	createdAt       time.Time
 	acceptedAt      time.Time
 	acknowledgedAt  time.Time
@@ -86,10 +93,20 @@ func (m *message) receivedChunks() int {
 func (m *message) snapshot() Message {
 	return Message{
 		ID: m.id, From: m.from.ID, To: m.to.ID, WorkflowID: m.workflowID, FileName: m.fileName,
-		LocalID: m.localID, Subject: m.subject, Status: m.status, ContentEncoding: m.contentEncoding,
+		LocalID: m.localID, Subject: m.subject, MessageType: m.typeName(), LinkedMessageID: m.linkedMessageID, Status: m.status, ContentEncoding: m.contentEncoding,
 		TotalChunks: m.totalChunks, ReceivedChunks: m.receivedChunks(), Size: m.size(),
 		CreatedAt: m.createdAt, StatusAt: m.statusAt,
 	}
+}
+
+const messageTypeReport = "REPORT"
+
+// typeName is mex-MessageType.
+func (m *message) typeName() string {
+	if m.messageType == messageTypeReport {
+		return messageTypeReport
+	}
+	return "DATA"
 }
 
 // newMessageID makes an id like the official sandbox's: 32 upper-case hex digits.

@@ -78,7 +78,8 @@ func (e *env) trackerConfig(pool *pgxpool.Pool, log *slog.Logger) tracking.Confi
 	return tracking.Config{
 		Pool: pool, JS: e.js, MESH: e.ours, JobsEnabled: true,
 		PollInterval: 50 * time.Millisecond, HandshakeInterval: time.Hour, BatchSize: 10,
-		MaxBackoff: 200 * time.Millisecond, UnknownTimeout: time.Hour,
+		MaxBackoff: 200 * time.Millisecond, UnknownTimeout: time.Hour, InboxInterval: time.Hour,
+		Mailbox: ourMailbox, AckSenders: []string{dpsMailbox},
 		HandshakeRetry: 20 * time.Millisecond, ShutdownGrace: 10 * time.Second,
 		Logger: log, Metrics: tracking.NewMetrics(prometheus.NewRegistry(), pool, log),
 	}

@@ -23,7 +23,9 @@ func TestMetricsExistFromStart(t *testing.T) {
 		got[f.GetName()] = len(f.GetMetric())
 	}
 	want := map[string]int{
-		"dps_tracker_transitions_total":            2, // acknowledged, failed
+		"dps_tracker_transitions_total":            5,  // acknowledged, received, processed, failed, rejected
+		"dps_tracker_inbox_messages_total":         10, // 5 kinds × applied, held
+		"dps_tracker_inbox_dead_letters_total":     1,
 		"dps_tracker_mailbox_handshakes_total":     2, // ok, failed
 		"dps_tracker_tracking_errors_total":        3, // transient, permanent, unknown
 		"dps_tracker_sent_to_acknowledged_seconds": 1,

@@ -1,7 +1,9 @@
 // Package tracking follows each export MESH accepted until DPS acknowledges it or MESH gives up on it,
-// and keeps the daily mailbox handshake going. It decides when an export moves accepted → acknowledged |
-// failed (the moves themselves, compare-and-set with their events, are pkg/lifecycle's) and owns the
-// tracker's bookkeeping columns (next_track_at, track_failures, tracking_unknown_since). Its consumer of
+// reads our MESH inbox for MESH's reports and the receiver's acknowledgement files (InfAck, BusAck) down
+// to each record's outcome, and keeps the daily mailbox handshake going. It decides when an export moves
+// accepted → acknowledged → received → processed, or to failed | rejected (the moves themselves,
+// compare-and-set with their events, are pkg/lifecycle's) and owns the tracker's bookkeeping columns
+// (next_track_at, track_failures, tracking_unknown_since) and dps_inbox_messages. Its consumer of
 // dps.export.sent is a handler run by pkg/runner.
 //
 // It must not send files, create exports, or publish a lifecycle event except through the outbox; it
@@ -45,6 +47,14 @@ type Config struct {
 	BatchSize         int
 	MaxBackoff        time.Duration
 	UnknownTimeout    time.Duration
+	// InboxInterval is how often our MESH inbox is read (TRACKER_INBOX_INTERVAL).
+	InboxInterval time.Duration
+	// Mailbox is our mailbox id, named in inbox dead letters.
+	Mailbox string
+	// AckSenders are the mailboxes acknowledgement files may come from (upper case); empty accepts any.
+	AckSenders []string
+	// BusAckWait is how long a BusAck waits for its file's InfAck (default DefaultBusAckWait).
+	BusAckWait time.Duration
 
 	// HandshakeRetry is the delay before the first retry of a failed handshake; it doubles on each
 	// further failure up to HandshakeInterval. Default: PollInterval, at most a minute.
@@ -92,6 +102,7 @@ func New(cfg Config) (*Tracker, error) {
 		{"handshake interval", cfg.HandshakeInterval},
 		{"max backoff", cfg.MaxBackoff},
 		{"unknown timeout", cfg.UnknownTimeout},
+		{"inbox interval", cfg.InboxInterval},
 	} {
 		if d.v <= 0 {
 			return nil, fmt.Errorf("tracking: %s must be positive", d.name)
@@ -102,6 +113,9 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	if cfg.HandshakeRetry <= 0 {
 		cfg.HandshakeRetry = min(cfg.PollInterval, maxHandshakeRetry)
+	}
+	if cfg.BusAckWait <= 0 {
+		cfg.BusAckWait = DefaultBusAckWait
 	}
 	if cfg.GateWarnInterval <= 0 {
 		cfg.GateWarnInterval = DefaultGateWarnInterval
@@ -126,7 +140,8 @@ func New(cfg Config) (*Tracker, error) {
 	return t, nil
 }
 
-// Run tracks until ctx ends: the dps.export.sent consumer, the handshake loop and the poll loop. When
+// Run tracks until ctx ends: the dps.export.sent consumer, the handshake loop, the inbox loop and the
+// poll loop. When
 // ctx ends it stops polling, lets the batch in hand finish (within ShutdownGrace) and returns nil.
 // With the gate closed it only consumes dps.export.sent (a database update) and repeats a WARN line.
 func (t *Tracker) Run(ctx context.Context) error {
@@ -142,6 +157,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 	})
 	if t.cfg.JobsEnabled {
 		wg.Go(func() { t.handshakeLoop(partsCtx) })
+		wg.Go(func() { t.inboxLoop(partsCtx) })
 		t.pollLoop(partsCtx)
 	} else {
 		t.warnGateClosed(partsCtx)
