@@ -1,4 +1,5 @@
-// Command tracker follows each export MESH accepted until DPS acknowledges it (or MESH gives up on it),
+// Command tracker follows each export MESH accepted until the receiver has processed it (or MESH or the
+// receiver gives up on it), reading MESH tracking and our MESH inbox (reports, InfAck, BusAck),
 // validates the mailbox daily, and carries the MESH operator commands that replace the mesh:* rake
 // tasks. It only wires configuration, logging and pkg/tracking together.
 //
@@ -6,6 +7,8 @@
 //	tracker replay [replay flags]        re-run the handling of dps.export.sent
 //	tracker exports [--since 7d] [--programme P] [--status S] [--json]
 //	                                     list exports with their lifecycle, newest first
+//	tracker records --export ID | --record UUID | --refused [--since T] [--programme P] [--json]
+//	                                     each record's delivery history and the receiver's outcome
 //	tracker validate-mailbox             MESH handshake
 //	tracker check-inbox                  print the inbox as JSON
 //	tracker get-message ID [--out FILE]  download a message
@@ -40,11 +43,15 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: tracker COMMAND [ARGS]
 
 commands:
-  run                          track accepted exports until DPS acknowledges them (the service)
+  run                          track exports until the receiver has processed them, reading the
+                               MESH inbox for reports and acknowledgement files (the service)
   replay [--since T|--from-seq N] [--until T|--to-seq N] [--force] [--dry-run]
                                re-run the handling of dps.export.sent over a stored range
   exports [--since 7d] [--programme P] [--status S] [--json]
                                list exports with their lifecycle, newest first, then totals
+  records --export ID | --record UUID | --refused [--since T] [--programme P] [--json]
+                               per record: export, file, MESH message, downloaded, the receiver's
+                               outcome and diagnostic (UUIDs only)
   validate-mailbox             validate the MESH mailbox (handshake)
   check-inbox                  print the inbox as JSON
   get-message ID [--out FILE]  download a message to stdout or FILE
@@ -60,6 +67,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		"run":     process.ServiceCommand("tracker", loadConfig, run),
 		"replay":  replayCommand().Command(),
 		"exports": exportsCommand(),
+		"records": recordsCommand(),
 	}
 	for _, name := range operatorCommands {
 		f := meshcli.Commands()[name]

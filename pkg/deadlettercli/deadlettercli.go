@@ -52,7 +52,7 @@ type ListOptions struct {
 
 // Define adds the flags to fs.
 func (o *ListOptions) Define(fs *flag.FlagSet) {
-	fs.StringVar(&o.stage, "stage", "", "only this stage: request, sender, tracker or outbox")
+	fs.StringVar(&o.stage, "stage", "", "only this stage: request, sender, tracker, outbox or inbox")
 	fs.StringVar(&o.since, "since", "", "only dead letters stored since: an RFC 3339 time or a duration such as 24h")
 	fs.IntVar(&o.limit, "limit", DefaultLimit, "show at most the newest N (0: all)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per line instead of a table")
@@ -62,9 +62,9 @@ func (o *ListOptions) Define(fs *flag.FlagSet) {
 // Check validates the flags; a mistake is a cli.UsageError.
 func (o *ListOptions) Check(now time.Time) error {
 	switch o.stage {
-	case "", bus.StageRequest, bus.StageSender, bus.StageTracker, bus.StageOutbox:
+	case "", bus.StageRequest, bus.StageSender, bus.StageTracker, bus.StageOutbox, bus.StageInbox:
 	default:
-		return cli.Usagef("--stage %q: want request, sender, tracker or outbox", o.stage)
+		return cli.Usagef("--stage %q: want request, sender, tracker, outbox or inbox", o.stage)
 	}
 	if o.limit < 0 {
 		return cli.Usagef("--limit must not be negative")

@@ -73,6 +73,7 @@ func (s *Stack) childEnv() []string {
 		"MESH_DPS_WORKFLOW_ID="+dpsWorkflowID,
 		// Quick enough to watch: the defaults suit production, not a demo.
 		"TRACKER_POLL_INTERVAL=2s",
+		"TRACKER_INBOX_INTERVAL=1s",
 		"SENDER_SHUTDOWN_GRACE=10s",
 	)
 }

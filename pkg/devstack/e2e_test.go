@@ -291,11 +291,11 @@ func assertCounts(t *testing.T, got, want map[replay.Outcome]int, out string) {
 func requireAllAcknowledged(t *testing.T, ctx context.Context, s *Stack) int {
 	t.Helper()
 	var exports, acknowledged int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'acknowledged') FROM dps_exports`).Scan(&exports, &acknowledged); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = $1) FROM dps_exports`, s.finalStatus()).Scan(&exports, &acknowledged); err != nil {
 		t.Fatal(err)
 	}
 	if exports == 0 || acknowledged != exports {
-		t.Fatalf("%d of %d exports acknowledged", acknowledged, exports)
+		t.Fatalf("%d of %d exports %s", acknowledged, exports, s.finalStatus())
 	}
 	return exports
 }

@@ -31,6 +31,11 @@ type event struct {
 	Mailbox       string `json:"mailbox"`
 	Result        string `json:"result"`
 	Error         string `json:"error"`
+	Status        string `json:"status"`
+	ReceiverCode  string `json:"receiver_code"`
+	RowsSent      int    `json:"rows_sent"`
+	RowsAccepted  int    `json:"rows_accepted"`
+	RowsRefused   int    `json:"rows_refused"`
 }
 
 // Lifecycle subjects, as published by the pipeline on stream DPS_EVENTS.
@@ -41,6 +46,8 @@ const (
 	subjectSent        = bus.SubjectExportSent
 	subjectAcknowledge = bus.SubjectExportAcknowledged
 	subjectFailed      = bus.SubjectExportFailed
+	subjectReceived    = bus.SubjectExportReceived
+	subjectProcessed   = bus.SubjectExportProcessed
 	subjectValidated   = bus.SubjectMailboxValidated
 )
 
@@ -49,6 +56,8 @@ type exportState struct {
 	ID, Programme, Filename, RequestID, MeshMessageID string
 	Rows                                              int
 	Created, Sent, Acknowledged, Failed               bool
+	Received, Processed, Rejected                     bool
+	RowsAccepted, RowsRefused                         int
 	FailReason                                        string
 	Sends                                             int // sent events (re-sends after --force count)
 }
@@ -137,23 +146,40 @@ func (b *board) apply(subject string, ev event) {
 		}
 		e.Acknowledged = true
 		b.out.printf("acknowledged  %-8s export %s  MESH message %s", e.Programme, short, ev.MeshMessageID)
+	case subjectReceived:
+		if e.Received {
+			return
+		}
+		e.Received = true
+		b.out.printf("received      %-8s export %s  InfAck %s", e.Programme, short, ev.ReceiverCode)
+	case subjectProcessed:
+		if e.Processed {
+			return
+		}
+		e.Processed, e.RowsAccepted, e.RowsRefused = true, ev.RowsAccepted, ev.RowsRefused
+		b.out.printf("processed     %-8s export %s  BusAck: %d rows sent, %d accepted, %d refused", e.Programme, short, ev.RowsSent, ev.RowsAccepted, ev.RowsRefused)
 	case subjectFailed:
 		if e.Failed {
 			return
 		}
-		e.Failed, e.FailReason = true, fmt.Sprintf("%s: %s", ev.Stage, ev.Reason)
-		b.out.printf("FAILED        %-8s export %s  %s", e.Programme, short, e.FailReason)
-		b.failures = append(b.failures, fmt.Sprintf("export %s (%s) failed in %s", ev.ExportID, e.Programme, e.FailReason))
+		e.Failed, e.Rejected, e.FailReason = true, ev.Status == bus.StatusRejected, fmt.Sprintf("%s: %s", ev.Stage, ev.Reason)
+		word := "FAILED"
+		if e.Rejected {
+			word = "REJECTED"
+		}
+		b.out.printf("%-13s %-8s export %s  %s", word, e.Programme, short, e.FailReason)
+		b.failures = append(b.failures, fmt.Sprintf("export %s (%s) %s in %s", ev.ExportID, e.Programme, strings.ToLower(word), e.FailReason))
 	}
 }
 
 // counts is a snapshot for the progress line and the tests.
 type counts struct {
-	Requested, Created, Sent, Acknowledged, Failed int
+	Requested, Created, Sent, Acknowledged, Received, Processed, Failed int
 }
 
 func (c counts) String() string {
-	return fmt.Sprintf("%d requested, %d created, %d sent, %d acknowledged, %d failed", c.Requested, c.Created, c.Sent, c.Acknowledged, c.Failed)
+	return fmt.Sprintf("%d requested, %d created, %d sent, %d acknowledged, %d received, %d processed, %d failed",
+		c.Requested, c.Created, c.Sent, c.Acknowledged, c.Received, c.Processed, c.Failed)
 }
 
 func (b *board) counts() counts {
@@ -169,6 +195,12 @@ func (b *board) counts() counts {
 		}
 		if e.Acknowledged {
 			c.Acknowledged++
+		}
+		if e.Received {
+			c.Received++
+		}
+		if e.Processed {
+			c.Processed++
 		}
 		if e.Failed {
 			c.Failed++

@@ -84,7 +84,7 @@ Flags:
 	cfg := Config{}
 	var dbName string
 	var keepDB bool
-	fs.BoolVar(&cfg.Once, "once", false, "exit when every export is acknowledged (0) or as soon as one cannot be (non-zero)")
+	fs.BoolVar(&cfg.Once, "once", false, "exit when every export is processed (acknowledged with --no-dps-receiver) and checked (0), or as soon as one cannot be (non-zero)")
 	fs.StringVar(&cfg.DataDir, "data", "", "keep NATS data in this directory (default: a temporary directory removed at exit)")
 	fs.IntVar(&cfg.Records, "records", 2000, "vaccination records to seed")
 	fs.IntVar(&cfg.Senders, "senders", 2, "sender processes sharing the durable consumer")
@@ -95,6 +95,7 @@ Flags:
 	fs.IntVar(&cfg.NATSCluster, "nats-cluster", 0, "run a JetStream cluster of this many nats-server processes (3 or 5) with the users of nats/permissions.conf and R3 streams, instead of one embedded server")
 	fs.BoolVar(&cfg.KillNode, "kill-node", false, "with --nats-cluster: SIGKILL the node leading DPS_BATCHES once batches are in flight, and restart it after --kill-node-down")
 	fs.DurationVar(&cfg.KillNodeDown, "kill-node-down", 5*time.Second, "with --kill-node: how long the killed node stays down")
+	fs.BoolVar(&cfg.NoReceiver, "no-dps-receiver", false, "DPS only downloads and acknowledges, sending back no InfAck or BusAck: exports end acknowledged, not processed")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "LOG_LEVEL of the child processes (debug, info, warn, error)")
 	m := &cfg.MESH
 	fs.StringVar(&m.URL, "mesh-url", "", "use the MESH sandbox at this http(s)://host:port (e.g. the official NHS one) instead of starting ours")

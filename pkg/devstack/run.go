@@ -18,7 +18,8 @@ import (
 )
 
 // run is the devstack: start everything, ask for every programme's export, and either stop when
-// they are all acknowledged (--once) or keep running until ctx ends.
+// they are all processed by the DPS player (acknowledged without its receiver mode) (--once) or keep
+// running until ctx ends.
 func run(ctx context.Context, cfg Config) error {
 	s, err := start(ctx, cfg)
 	if err != nil {
@@ -59,6 +60,9 @@ func run(ctx context.Context, cfg Config) error {
 	if err == nil {
 		err = s.Verify(ctx)
 	}
+	if err == nil {
+		err = s.VerifyOutcomes(ctx, nil)
+	}
 	s.printSummary()
 	if cfg.Once {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -73,7 +77,7 @@ func run(ctx context.Context, cfg Config) error {
 		// Without --once the stack stays up so that the failure can be looked into.
 		s.out.printf("PROBLEM       %v", err)
 	} else {
-		s.out.printf("done          every export acknowledged; still running, Ctrl-C to stop")
+		s.out.printf("done          every export %s; still running, Ctrl-C to stop", s.finalStatus())
 	}
 	for {
 		select {
@@ -152,11 +156,16 @@ func (s *Stack) Wait(ctx context.Context, requests []string) error {
 			if dbDoneAt.IsZero() {
 				dbDoneAt = time.Now()
 			}
-			if c.Acknowledged >= st.exports {
+			seen, subject := c.Acknowledged, subjectAcknowledge
+			if s.dps.receiver {
+				// Every export must also show received and processed on the bus.
+				seen, subject = min(c.Acknowledged, c.Received, c.Processed), subjectProcessed
+			}
+			if seen >= st.exports {
 				return nil
 			}
 			if time.Since(dbDoneAt) > eventGrace {
-				return fmt.Errorf("%d exports acknowledged in the database but only %d dps.export.acknowledged events seen", st.exports, c.Acknowledged)
+				return fmt.Errorf("%d exports %s in the database but only %d complete lifecycles (through %s) seen on the bus", st.exports, s.finalStatus(), seen, subject)
 			}
 		}
 		if s.out.quietFor() >= progressEvery {
@@ -173,28 +182,38 @@ func (s *Stack) Wait(ctx context.Context, requests []string) error {
 	}
 }
 
+// finalStatus is where every export should end: processed when DPS answers as the receiver does,
+// acknowledged otherwise.
+func (s *Stack) finalStatus() lifecycle.Status {
+	if s.dps.receiver {
+		return lifecycle.Processed
+	}
+	return lifecycle.Acknowledged
+}
+
 // dbState is the pipeline's progress as the database records it.
 type dbState struct {
-	requests, handled, pending, exports, acknowledged int
-	failed                                            string
+	requests, handled, pending, exports, done int
+	final                                     lifecycle.Status
+	failed                                    string
 }
 
 func (d dbState) complete() bool {
-	return d.handled == d.requests && d.pending == 0 && d.acknowledged == d.exports
+	return d.handled == d.requests && d.pending == 0 && d.done == d.exports
 }
 
 func (d dbState) String() string {
-	return fmt.Sprintf("database: %d/%d requests handled, %d records pending, %d/%d exports acknowledged", d.handled, d.requests, d.pending, d.acknowledged, d.exports)
+	return fmt.Sprintf("database: %d/%d requests handled, %d records pending, %d/%d exports %s", d.handled, d.requests, d.pending, d.done, d.exports, d.final)
 }
 
 func (s *Stack) databaseState(ctx context.Context, requests []string) (dbState, error) {
-	st := dbState{requests: len(requests)}
+	st := dbState{requests: len(requests), final: s.finalStatus()}
 	err := s.pool.QueryRow(ctx, `
 		SELECT (SELECT count(*) FROM dps_export_requests WHERE request_id = ANY($1)),
 		       (SELECT count(*) FROM dps_pending_records),
 		       (SELECT count(*) FROM dps_exports WHERE request_id = ANY($1)),
 		       (SELECT count(*) FROM dps_exports WHERE request_id = ANY($1) AND status = $2)`,
-		requests, lifecycle.Acknowledged).Scan(&st.handled, &st.pending, &st.exports, &st.acknowledged)
+		requests, st.final).Scan(&st.handled, &st.pending, &st.exports, &st.done)
 	if err != nil {
 		return st, fmt.Errorf("read progress: %w", err)
 	}
@@ -202,8 +221,8 @@ func (s *Stack) databaseState(ctx context.Context, requests []string) (dbState, 
 	err = s.pool.QueryRow(ctx, `
 		SELECT e.id::text, p.code, coalesce(e.last_error, '')
 		FROM dps_exports e JOIN programmes p ON p.id = e.programme_id
-		WHERE e.request_id = ANY($1) AND e.status = $2 ORDER BY e.failed_at LIMIT 1`,
-		requests, lifecycle.Failed).Scan(&id, &programme, &reason)
+		WHERE e.request_id = ANY($1) AND e.status = ANY($2) ORDER BY coalesce(e.failed_at, e.rejected_at) LIMIT 1`,
+		requests, lifecycle.Names([]lifecycle.Status{lifecycle.Failed, lifecycle.Rejected})).Scan(&id, &programme, &reason)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -230,8 +249,8 @@ func (s *Stack) Verify(ctx context.Context) error {
 	seen := map[string]int{}
 	files := 0
 	for _, f := range s.dps.received() {
-		if f.Problem != "" {
-			continue
+		if f.Problem != "" || f.Rejected || f.Uncollected {
+			continue // its records go again, in a later export
 		}
 		files++
 		for _, id := range f.UniqueIDs {
@@ -270,6 +289,56 @@ func first(lists ...[]string) string {
 	return "-"
 }
 
+// VerifyOutcomes checks the receiver's word on every exportable record (receiver mode only): the
+// latest delivery of each has an accepted outcome. allowRefused names records the test expects to stay
+// refused.
+func (s *Stack) VerifyOutcomes(ctx context.Context, allowRefused map[string]bool) error {
+	if !s.dps.receiver {
+		return nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT r.uuid::text, coalesce(last.outcome, 'none')
+		FROM vaccination_records r
+		LEFT JOIN LATERAL (
+		    SELECT er.outcome FROM dps_export_records er JOIN dps_exports e ON e.id = er.export_id
+		    WHERE er.vaccination_record_id = r.id AND `+lifecycle.LiveCondition("e")+`
+		    ORDER BY e.created_at DESC LIMIT 1
+		) last ON true
+		WHERE NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL`)
+	if err != nil {
+		return fmt.Errorf("verify outcomes: %w", err)
+	}
+	type outcome struct{ id, outcome string }
+	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outcome, error) {
+		var o outcome
+		return o, row.Scan(&o.id, &o.outcome)
+	})
+	if err != nil {
+		return fmt.Errorf("verify outcomes: %w", err)
+	}
+	bad := map[string][]string{}
+	accepted := 0
+	for _, o := range all {
+		switch {
+		case o.outcome == "accepted":
+			accepted++
+		case o.outcome == "refused" && allowRefused[o.id]:
+		default:
+			bad[o.outcome] = append(bad[o.outcome], o.id)
+		}
+	}
+	if len(bad) > 0 {
+		var parts []string
+		for k, ids := range bad {
+			parts = append(parts, fmt.Sprintf("%d %s (first %s)", len(ids), k, ids[0]))
+		}
+		sort.Strings(parts)
+		return fmt.Errorf("verify outcomes: of %d exportable records, %d accepted by the receiver; not accepted: %s", len(all), accepted, strings.Join(parts, ", "))
+	}
+	s.out.printf("verified      all %d exportable records have an accepted outcome at the receiver (%d expected refusals)", len(all), len(all)-accepted)
+	return nil
+}
+
 // printSummary prints one line per export the lifecycle showed.
 func (s *Stack) printSummary() {
 	exports := s.board.snapshot()
@@ -280,13 +349,19 @@ func (s *Stack) printSummary() {
 	for _, e := range exports {
 		status := lifecycle.Created.String()
 		switch {
+		case e.Rejected:
+			status = "REJECTED " + e.FailReason
 		case e.Failed:
 			status = "FAILED " + e.FailReason
+		case e.Processed:
+			status = fmt.Sprintf("processed     %d accepted, %d refused", e.RowsAccepted, e.RowsRefused)
+		case e.Received:
+			status = "received"
 		case e.Acknowledged:
 			status = lifecycle.Acknowledged.String()
 		case e.Sent:
 			status = bus.EventSent
 		}
-		s.out.printf("  %-8s export %s  %5d rows  %-13s %s", e.Programme, e.ID, e.Rows, status, e.MeshMessageID)
+		s.out.printf("  %-8s export %s  %5d rows  %-13s %s", e.Programme, e.ID, e.Rows, e.MeshMessageID, status)
 	}
 }

@@ -64,6 +64,11 @@ type Config struct {
 	LogLevel string
 	// MESH, when its URL is set, is the sandbox to use instead of starting ours.
 	MESH ExternalMESH
+	// NoReceiver turns the DPS player's receiver mode off: it then only downloads and acknowledges, and
+	// exports end acknowledged rather than processed.
+	NoReceiver bool
+	// Receiver, for tests, makes the DPS player refuse rows, reject files or leave them uncollected.
+	Receiver ReceiverRules
 	// BinDir holds the built producer, sender and tracker; empty means a directory under the work dir.
 	BinDir string
 	// Stdout receives the lifecycle; Stderr the children's logs, each line prefixed with its name.
@@ -450,7 +455,8 @@ func (s *Stack) startSandbox() error {
 		ClientCAs: ca.Pool(),
 		SharedKey: s.sharedKey,
 		Mailboxes: []meshsandbox.Mailbox{
-			{ID: ourMailbox, Password: s.ourPassword, Name: "DPS EXPORT (devstack)", ODSCode: "X26", OrgCode: "X26"},
+			// Ours receives the receiver's acknowledgement files on the same workflow.
+			{ID: ourMailbox, Password: s.ourPassword, Workflows: []string{dpsWorkflowID}, Name: "DPS EXPORT (devstack)", ODSCode: "X26", OrgCode: "X26"},
 			{ID: dpsMailbox, Password: s.dpsPassword, Workflows: []string{dpsWorkflowID}, Name: "DPS (devstack)", ODSCode: "X26", OrgCode: "X26"},
 		},
 		// A send with the wrong workflow id fails here as it would on live MESH.

@@ -143,7 +143,9 @@ func (s Status) Released() bool { return s == Failed || s == Rejected }
 
 // Final reports whether no transition leaves the status in normal running (a forced re-send aside).
 // Acknowledged counts as final because a receiver that sends nothing back leaves an export there.
-func (s Status) Final() bool { return s == Acknowledged || s == Failed || s == Processed || s == Rejected }
+func (s Status) Final() bool {
+	return s == Acknowledged || s == Failed || s == Processed || s == Rejected
+}
 
 // SQL is the status as an SQL string literal, for the few queries that need it constant in their text
 // (so that the planner can match a partial index); everywhere else pass the Status as a parameter.

@@ -149,3 +149,9 @@ func parseTime(flagName, v string, now time.Time) (time.Time, error) {
 	}
 	return now.Add(-d), nil
 }
+
+// ParseTime reads a time flag the way the replay commands do: an RFC 3339 time, or a positive duration
+// meaning that long before now. Empty is the zero time.
+func ParseTime(flagName, v string, now time.Time) (time.Time, error) {
+	return parseTime(flagName, v, now)
+}
