@@ -95,7 +95,7 @@ func TestExportsListing(t *testing.T) {
 		t.Fatalf("want a header, 4 exports of the last 7 days and a totals line:\n%s", out)
 	}
 	header := strings.Fields(lines[0])
-	wantHeader := []string{"PROGRAMME", "FILE", "ROWS", "REFUSED", "STATUS", "CREATED", "SENT", "ACKNOWLEDGED", "FAILED", "MESH_MESSAGE_ID", "EXPORT_ID", "ERROR"}
+	wantHeader := []string{"PROGRAMME", "FILE", "ROWS", "REFUSED", "STATUS", "CREATED", "SENT", "ACKNOWLEDGED", "RECEIVED", "PROCESSED", "FAILED", "REJECTED", "MESH_MESSAGE_ID", "EXPORT_ID", "ERROR"}
 	if strings.Join(header, " ") != strings.Join(wantHeader, " ") {
 		t.Fatalf("columns %q, want %q", header, wantHeader)
 	}
@@ -105,10 +105,10 @@ func TestExportsListing(t *testing.T) {
 		if len(cells) < len(wantHeader) {
 			t.Fatalf("line %q has %d cells, want at least %d", lines[i+1], len(cells), len(wantHeader))
 		}
-		if cells[4] != key || cells[10] != f.ids[key] {
-			t.Errorf("line %d is %s %s, want the %s export %s", i+1, cells[4], cells[10], key, f.ids[key])
+		if cells[4] != key || cells[13] != f.ids[key] {
+			t.Errorf("line %d is %s %s, want the %s export %s", i+1, cells[4], cells[13], key, f.ids[key])
 		}
-		for col, name := range wantHeader[5:9] {
+		for col, name := range wantHeader[5:12] {
 			cell := cells[5+col]
 			if cell == "-" {
 				continue
@@ -119,15 +119,15 @@ func TestExportsListing(t *testing.T) {
 		}
 	}
 	failed := strings.Fields(lines[1])
-	if failed[0] != "FLU" || failed[2] != "9" || failed[6] == "-" || failed[7] != "-" || failed[8] == "-" ||
-		failed[9] != "20261129020003123456_ABCDEF" || failed[11] != "14" {
+	if failed[0] != "FLU" || failed[2] != "9" || failed[6] == "-" || failed[7] != "-" || failed[10] == "-" ||
+		failed[12] != "20261129020003123456_ABCDEF" || failed[14] != "14" {
 		t.Errorf("failed export line %q", lines[1])
 	}
 	created := strings.Fields(lines[2])
-	if created[2] != "15" || created[3] != "1" || created[6] != "-" || created[9] != "-" || created[11] != "-" {
+	if created[2] != "15" || created[3] != "1" || created[6] != "-" || created[12] != "-" || created[14] != "-" {
 		t.Errorf("created export line %q: want 15 rows, 1 refused, not sent, no message id", lines[2])
 	}
-	want := "total: 4 exports, 224 rows, 3 refused; created 1, accepted 1, acknowledged 1, failed 1"
+	want := "total: 4 exports, 224 rows, 3 refused; created 1, accepted 1, acknowledged 1, received 0, processed 0, failed 1, rejected 0"
 	if lines[5] != want {
 		t.Errorf("totals %q, want %q", lines[5], want)
 	}
@@ -145,7 +145,7 @@ func TestExportsJSON(t *testing.T) {
 		t.Fatalf("want 5 exports and a totals line:\n%s", out)
 	}
 	wantFields := []string{"export_id", "request_id", "programme", "filename", "rows", "refused_rows", "status",
-		"created_at", "sent_at", "acknowledged_at", "failed_at", "mesh_message_id", "mesh_local_id", "attempts",
+		"created_at", "sent_at", "acknowledged_at", "received_at", "processed_at", "failed_at", "rejected_at", "mesh_message_id", "mesh_local_id", "attempts",
 		"last_error_code", "last_error"}
 	for _, line := range lines[:5] {
 		dec := json.NewDecoder(strings.NewReader(line))

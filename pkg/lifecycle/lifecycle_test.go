@@ -18,7 +18,7 @@ import (
 )
 
 func TestStatusNamesRoundTrip(t *testing.T) {
-	want := []string{"created", "accepted", "acknowledged", "failed", "received", "processed", "rejected"}
+	want := []string{"created", "accepted", "acknowledged", "received", "processed", "failed", "rejected"}
 	var got []string
 	for _, s := range lifecycle.All() {
 		got = append(got, s.String())

@@ -45,14 +45,14 @@ const (
 	// Acknowledged: DPS downloaded the file (MESH tracking says acknowledged, or a reply from the
 	// receiver proves it). Final where the receiver sends nothing back, but for a forced re-send.
 	Acknowledged
-	// Failed: the export will never reach DPS (MESH refused it, or reported it undelivered); its records
-	// were released for the next export. Final.
-	Failed
 	// Received: the receiver's InfAck says the file passed its file-level checks.
 	Received
 	// Processed: the receiver's BusAck has said, record by record, what it took; each record's outcome
 	// is on its dps_export_records link. Final.
 	Processed
+	// Failed: the export will never reach DPS (MESH refused it, or reported it undelivered); its records
+	// were released for the next export. Final.
+	Failed
 	// Rejected: the receiver's InfAck refused the whole file; its records were released. Final.
 	Rejected
 )
@@ -72,7 +72,10 @@ var timeColumns = [...]string{
 	Created:      "created_at",
 	Accepted:     "sent_at",
 	Acknowledged: "acknowledged_at",
+	Received:     "received_at",
+	Processed:    "processed_at",
 	Failed:       "failed_at",
+	Rejected:     "rejected_at",
 }
 
 // TimeColumn is the dps_exports column that records when an export entered the status ("sent_at" for
