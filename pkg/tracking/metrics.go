@@ -144,7 +144,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		      AND NOT EXISTS (
 		          SELECT 1 FROM dps_export_records later JOIN dps_exports le ON le.id = later.export_id
 		          WHERE later.vaccination_record_id = er.vaccination_record_id AND le.created_at > e.created_at
-		            AND le.status NOT IN ('failed', 'rejected'))
+		            AND `+lifecycle.LiveCondition("le")+`)
 		), ranked AS (
 		    SELECT diagnostic, count(*) AS n, row_number() OVER (ORDER BY count(*) DESC, diagnostic) AS rank
 		    FROM waiting GROUP BY diagnostic

@@ -10,6 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/lifecycle"
 )
 
 // Delivery is one carriage of one record: the export that carried it, what MESH and the receiver did
@@ -91,16 +93,16 @@ func (f RecordFilter) Check() error {
 	return nil
 }
 
-const deliveryColumns = `
+var deliveryColumns = `
 SELECT r.uuid::text, p.code, er.action, e.id::text, e.status, e.filename, coalesce(e.mesh_message_id, ''),
        e.created_at, e.sent_at, e.acknowledged_at, e.received_at, e.processed_at,
-       coalesce(er.outcome, CASE e.status WHEN 'failed' THEN 'export failed' WHEN 'rejected' THEN 'file rejected' ELSE 'awaiting' END),
+       coalesce(er.outcome, CASE e.status WHEN `+lifecycle.Failed.SQL()+` THEN 'export failed' WHEN `+lifecycle.Rejected.SQL()+` THEN 'file rejected' ELSE 'awaiting' END),
        coalesce(er.response_code, ''), coalesce(er.diagnostic, ''), er.outcome_at,
-       CASE WHEN e.status IN ('failed', 'rejected') THEN coalesce(e.last_error, '') ELSE '' END,
+       CASE WHEN NOT (`+lifecycle.LiveCondition("e")+`) THEN coalesce(e.last_error, '') ELSE '' END,
        r.updated_at > er.record_updated_at,
        EXISTS (SELECT 1 FROM dps_export_records later JOIN dps_exports le ON le.id = later.export_id
                WHERE later.vaccination_record_id = er.vaccination_record_id AND le.created_at > e.created_at
-                 AND le.status NOT IN ('failed', 'rejected'))
+                 AND `+lifecycle.LiveCondition("le")+`)
 FROM dps_export_records er
 JOIN dps_exports e ON e.id = er.export_id
 JOIN programmes p ON p.id = e.programme_id
@@ -127,7 +129,7 @@ WHERE er.outcome = 'refused'
   AND ($2 = '' OR p.code = $2)
   AND NOT EXISTS (SELECT 1 FROM dps_export_records later JOIN dps_exports le ON le.id = later.export_id
                   WHERE later.vaccination_record_id = er.vaccination_record_id AND le.created_at > e.created_at
-                    AND le.status NOT IN ('failed', 'rejected'))
+                    AND `+lifecycle.LiveCondition("le")+`)
 ORDER BY er.outcome_at DESC, r.uuid`
 		var since *time.Time
 		if !f.Since.IsZero() {
