@@ -115,7 +115,7 @@ type reportEvent struct {
 }
 
 // serveReportAdmin is POST /messageexchange/admin/report (and /admin/report), the official sandbox's
-// create_report: 200 {"message_id": ...}; 404 {"detail": "mailbox does not exist"}; 422 when a required
+// create_report: 200 {"message_id": ...}; 404 {"detail": "mailbox does not exist"}; 400 (as every validation error here) when a required
 // field is missing.
 func (s *Server) serveReportAdmin(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {

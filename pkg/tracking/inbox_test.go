@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/dps"
@@ -109,6 +110,30 @@ func (e *env) newInboxTracker(t *testing.T, pool *pgxpool.Pool, log *logBuffer) 
 		t.Fatal(err)
 	}
 	return tr
+}
+
+// gather scrapes reg into "name{label="value"}" → value.
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			if len(m.GetLabel()) > 0 {
+				var labels []string
+				for _, l := range m.GetLabel() {
+					labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+				}
+				name += "{" + strings.Join(labels, ",") + "}"
+			}
+			out[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
 
 // flush publishes the outbox, as the tracker's relay does.
@@ -252,6 +277,21 @@ func TestInboxInfAckAndBusAckRecordEachRecord(t *testing.T) {
 	// The events validate against their schemas when the relay publishes them.
 	if _, err := e.flush(t); err != nil {
 		t.Fatalf("publish events: %v", err)
+	}
+
+	// /metrics: the statuses from the database, and the waiting refused records by diagnostic.
+	reg := prometheus.NewRegistry()
+	tracking.NewMetrics(reg, e.pool, nil)
+	gauges := gather(t, reg)
+	for series, want := range map[string]float64{
+		`dps_exports_by_status{status="processed"}`:                                           1,
+		`dps_exports_by_status{status="rejected"}`:                                            0,
+		`dps_refused_rows_by_diagnostic{diagnostic="Immunization resource version mismatch"}`: 1,
+		`dps_inbox_messages_held`:                                                             0,
+	} {
+		if got, ok := gauges[series]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
+		}
 	}
 
 	// Nothing is applied twice.

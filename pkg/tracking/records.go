@@ -96,13 +96,13 @@ func (f RecordFilter) Check() error {
 var deliveryColumns = `
 SELECT r.uuid::text, p.code, er.action, e.id::text, e.status, e.filename, coalesce(e.mesh_message_id, ''),
        e.created_at, e.sent_at, e.acknowledged_at, e.received_at, e.processed_at,
-       coalesce(er.outcome, CASE e.status WHEN `+lifecycle.Failed.SQL()+` THEN 'export failed' WHEN `+lifecycle.Rejected.SQL()+` THEN 'file rejected' ELSE 'awaiting' END),
+       coalesce(er.outcome, CASE e.status WHEN ` + lifecycle.Failed.SQL() + ` THEN 'export failed' WHEN ` + lifecycle.Rejected.SQL() + ` THEN 'file rejected' ELSE 'awaiting' END),
        coalesce(er.response_code, ''), coalesce(er.diagnostic, ''), er.outcome_at,
-       CASE WHEN NOT (`+lifecycle.LiveCondition("e")+`) THEN coalesce(e.last_error, '') ELSE '' END,
+       CASE WHEN NOT (` + lifecycle.LiveCondition("e") + `) THEN coalesce(e.last_error, '') ELSE '' END,
        r.updated_at > er.record_updated_at,
        EXISTS (SELECT 1 FROM dps_export_records later JOIN dps_exports le ON le.id = later.export_id
                WHERE later.vaccination_record_id = er.vaccination_record_id AND le.created_at > e.created_at
-                 AND `+lifecycle.LiveCondition("le")+`)
+                 AND ` + lifecycle.LiveCondition("le") + `)
 FROM dps_export_records er
 JOIN dps_exports e ON e.id = er.export_id
 JOIN programmes p ON p.id = e.programme_id
@@ -129,7 +129,7 @@ WHERE er.outcome = 'refused'
   AND ($2 = '' OR p.code = $2)
   AND NOT EXISTS (SELECT 1 FROM dps_export_records later JOIN dps_exports le ON le.id = later.export_id
                   WHERE later.vaccination_record_id = er.vaccination_record_id AND le.created_at > e.created_at
-                    AND `+lifecycle.LiveCondition("le")+`)
+                    AND ` + lifecycle.LiveCondition("le") + `)
 ORDER BY er.outcome_at DESC, r.uuid`
 		var since *time.Time
 		if !f.Since.IsZero() {
