@@ -134,7 +134,7 @@ func testExportsListing(t *testing.T, ctx context.Context, s *Stack, exports, ro
 	if len(lines) != exports+2 || !strings.HasPrefix(lines[0], "PROGRAMME") {
 		t.Fatalf("want a header, %d exports and a totals line:\n%s", exports, text)
 	}
-	want := fmt.Sprintf("total: %d exports, %d rows, 0 refused; created 0, accepted 0, acknowledged %d, failed 0", exports, rows, exports)
+	want := fmt.Sprintf("total: %d exports, %d rows, 0 refused; created 0, accepted 0, acknowledged 0, received 0, processed %d, failed 0, rejected 0", exports, rows, exports)
 	if lines[len(lines)-1] != want {
 		t.Errorf("totals %q, want %q", lines[len(lines)-1], want)
 	}
@@ -147,6 +147,8 @@ func testExportsListing(t *testing.T, ctx context.Context, s *Stack, exports, ro
 			CreatedAt      *time.Time `json:"created_at"`
 			SentAt         *time.Time `json:"sent_at"`
 			AcknowledgedAt *time.Time `json:"acknowledged_at"`
+			ReceivedAt     *time.Time `json:"received_at"`
+			ProcessedAt    *time.Time `json:"processed_at"`
 			MESHMessageID  string     `json:"mesh_message_id"`
 		}
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
@@ -156,8 +158,9 @@ func testExportsListing(t *testing.T, ctx context.Context, s *Stack, exports, ro
 			continue // the totals line
 		}
 		listed++
-		if e.Status != "acknowledged" || e.Rows == 0 || e.CreatedAt == nil || e.SentAt == nil || e.AcknowledgedAt == nil ||
-			e.SentAt.Before(*e.CreatedAt) || e.AcknowledgedAt.Before(*e.SentAt) || e.MESHMessageID == "" {
+		if e.Status != "processed" || e.Rows == 0 || e.CreatedAt == nil || e.SentAt == nil || e.AcknowledgedAt == nil ||
+			e.ReceivedAt == nil || e.ProcessedAt == nil || e.SentAt.Before(*e.CreatedAt) || e.AcknowledgedAt.Before(*e.SentAt) ||
+			e.ReceivedAt.Before(*e.AcknowledgedAt) || e.ProcessedAt.Before(*e.ReceivedAt) || e.MESHMessageID == "" {
 			t.Errorf("export listed without its lifecycle: %s", line)
 		}
 	}
