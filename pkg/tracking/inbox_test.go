@@ -19,10 +19,18 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/meshsandbox"
 	"github.com/nhs-dps/dps-pipeline/pkg/outbox"
+	"github.com/nhs-dps/dps-pipeline/pkg/testenv"
 	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 )
 
 const uniqueIDURI = "https://manage-vaccinations-in-schools.nhs.uk/vaccination-records"
+
+// The sandbox's mailboxes (pkg/testenv).
+const (
+	ourMailbox = testenv.OurMailbox
+	dpsMailbox = testenv.DPSMailbox
+	workflowID = testenv.WorkflowID
+)
 
 // namedExport is a sent export with a file name of its own and its records' UUIDs in link order.
 type namedExport struct {
@@ -139,7 +147,11 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 // flush publishes the outbox, as the tracker's relay does.
 func (e *env) flush(t *testing.T) (int, error) {
 	t.Helper()
-	return outbox.NewRelay(e.pool, e.js, slog.New(slog.DiscardHandler)).Flush(t.Context())
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: e.pool, JS: e.js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return relay.Flush(t.Context())
 }
 
 func readInbox(t *testing.T, tr *tracking.Tracker) tracking.InboxResult {
@@ -406,7 +418,7 @@ func TestInboxHoldsWhatItCannotApply(t *testing.T) {
 	x := e.sendNamedExport(t, 2)
 	stranger := "X26STRNG"
 	e.sandbox.AddMailbox(meshsandbox.Mailbox{ID: stranger, Password: "p"})
-	strangerClient := newClient(t, e.meshURL, stranger, "p")
+	strangerClient := e.MESHClient(stranger, "p", 2)
 
 	held := map[string]string{} // message id → what its reason must say
 	held[e.reply(t, e.dps, "notes.txt", []byte("hello"))] = "is not a receiver acknowledgement"
