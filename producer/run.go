@@ -306,13 +306,22 @@ func runRequest(ctx context.Context, cfg config.Producer, cmd command, log *slog
 	// Only publish: the stream must exist. While it does not, or has no leader, the publish is retried
 	// (the request id makes that safe) until oneShotWait has passed.
 	var ack *jetstream.PubAck
+	ambiguous := false // an attempt may have been stored although its ack never came
 	retry := bus.Retry{Log: log, Status: status, AttemptTimeout: 5 * time.Second}
 	err = retry.Do(waitCtx, "stream "+bus.StreamRequests+" to store the request", func(ctx context.Context) (err error) {
-		ack, err = bus.Publish(ctx, js, bus.SubjectExportRequest, id, req)
+		ack, err = bus.PublishTracked(ctx, js, bus.SubjectExportRequest, id, req, &ambiguous)
 		return err
 	})
 	if err != nil {
 		return oneShotError(ctx, cmd, err)
+	}
+	if ack.Duplicate && ambiguous {
+		// During an election an attempt can be stored and its ack lost: the duplicate is then most likely
+		// our own. (With a --request-id reused within the duplicate window it could be someone else's;
+		// without reading the stream, which the requester may not, the two cannot be told apart.)
+		log.Info("export request stored by an earlier attempt whose acknowledgement was lost", slog.String("request_id", id),
+			slog.Uint64("stream_seq", ack.Sequence))
+		return json.NewEncoder(stdout).Encode(req)
 	}
 	if ack.Duplicate {
 		// The stream kept the first message with this id and dropped this one: saying "published" would

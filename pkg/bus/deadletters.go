@@ -245,7 +245,7 @@ func RedriveDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) 
 		header[k] = append([]string(nil), vs...)
 	}
 	header.Set(HeaderRedriveOf, strconv.FormatUint(seq, 10))
-	ack, err := publishData(ctx, js, dl.Subject, res.MsgID, payload, header)
+	ack, err := publishData(ctx, js, dl.Subject, res.MsgID, payload, header, nil)
 	if err != nil {
 		return res, fmt.Errorf("redrive dead letter %d: %w", seq, err)
 	}

@@ -41,7 +41,19 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string,
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: marshal: %w", subject, err)
 	}
-	return publishData(ctx, js, subject, msgID, data, nil)
+	return publishData(ctx, js, subject, msgID, data, nil, nil)
+}
+
+// PublishTracked is Publish that also says whether an attempt before the one that was acknowledged may
+// have been stored all the same (it timed out, or the connection dropped while it waited): then an ack
+// with Duplicate set may be for that attempt of this very call, not for an earlier message with the
+// same id. A caller retrying PublishTracked passes the same ambiguous flag to every call.
+func PublishTracked(ctx context.Context, js jetstream.JetStream, subject, msgID string, v any, ambiguous *bool) (*jetstream.PubAck, error) {
+	data, err := marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: marshal: %w", subject, err)
+	}
+	return publishData(ctx, js, subject, msgID, data, nil, ambiguous)
 }
 
 func marshal(v any) ([]byte, error) {
@@ -54,7 +66,9 @@ func marshal(v any) ([]byte, error) {
 	return json.Marshal(v)
 }
 
-func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID string, data []byte, header nats.Header) (*jetstream.PubAck, error) {
+// publishData publishes with retries; ambiguous, when set, becomes true once an attempt ends in a way
+// that does not tell whether the stream stored the message.
+func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID string, data []byte, header nats.Header, ambiguous *bool) (*jetstream.PubAck, error) {
 	if msgID == "" {
 		return nil, fmt.Errorf("publish %s: empty Nats-Msg-Id", subject)
 	}
@@ -76,6 +90,11 @@ func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID str
 		cancel()
 		if err == nil {
 			return ack, nil
+		}
+		if ambiguous != nil && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			// No responders means no stream took it; anything else (a timeout, a dropped connection)
+			// may have come after the stream stored it.
+			*ambiguous = true
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("publish %s %s: %w (last error: %v)", subject, msgID, ctx.Err(), err)
@@ -264,7 +283,7 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, stage string, msg j
 	// Header values cannot hold line breaks.
 	h := nats.Header{HeaderDeadLetterReason: []string{strings.NewReplacer("\r", " ", "\n", " ").Replace(dl.Reason)}}
 	msgID := dl.MsgID()
-	if _, err := publishData(ctx, js, DeadLetterSubject(stage), msgID, body, h); err != nil {
+	if _, err := publishData(ctx, js, DeadLetterSubject(stage), msgID, body, h, nil); err != nil {
 		return fmt.Errorf("dead-letter %s: %w", msgID, err)
 	}
 	return nil

@@ -229,3 +229,29 @@ func write(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestPublishTrackedNoResponders: a publish retried while no stream answers (no responders: nothing can
+// have been stored) is not ambiguous, so a duplicate would really be an earlier message's.
+func TestPublishTrackedNoResponders(t *testing.T) {
+	_, url := natstest.Run(t)
+	_, js := natstest.Connect(t, url)
+	ambiguous := false
+	done := make(chan error, 1)
+	go func() {
+		ack, err := bus.PublishTracked(t.Context(), js, bus.SubjectExportRequest, "tracked-1", request("tracked-1"), &ambiguous)
+		if err == nil && ack.Duplicate {
+			err = errors.New("duplicate on the first store")
+		}
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := bus.EnsureTopology(t.Context(), js); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ambiguous {
+		t.Error("a publish that only met no responders is marked ambiguous")
+	}
+}
