@@ -63,6 +63,26 @@ func AddRecord(ctx context.Context, pool *pgxpool.Pool, spec RecordSpec) (id int
 	return id, recordUUID, nil
 }
 
+// AddRecords is AddRecord for several records in one transaction: all are added, or none. It returns
+// their ids in the order of specs.
+func AddRecords(ctx context.Context, pool *pgxpool.Pool, specs []RecordSpec) ([]int64, error) {
+	ids := make([]int64, 0, len(specs))
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for _, spec := range specs {
+			id, _, err := addRecord(ctx, tx, spec)
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add records: %w", err)
+	}
+	return ids, nil
+}
+
 func addRecord(ctx context.Context, tx pgx.Tx, s RecordSpec) (int64, string, error) {
 	ref, err := upsertReference(ctx, tx)
 	if err != nil {

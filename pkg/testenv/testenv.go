@@ -135,17 +135,14 @@ func (e *Env) NewPool(ctx context.Context) *pgxpool.Pool {
 	return p
 }
 
-// AddRecords adds n administered HPV vaccination records with pkg/demodata (so the queue trigger
-// makes each a candidate, as the recording application's writes do) and returns their ids.
+// AddRecords adds n administered HPV vaccination records with pkg/demodata, in one transaction (the
+// queue trigger makes each a candidate, as the recording application's writes do), and returns their
+// ids.
 func (e *Env) AddRecords(ctx context.Context, n int) []int64 {
 	e.tb.Helper()
-	ids := make([]int64, 0, n)
-	for range n {
-		id, _, err := demodata.AddRecord(ctx, e.Pool, demodata.RecordSpec{Programme: Programme})
-		if err != nil {
-			e.tb.Fatalf("testenv: %v", err)
-		}
-		ids = append(ids, id)
+	ids, err := demodata.AddRecords(ctx, e.Pool, make([]demodata.RecordSpec, n))
+	if err != nil {
+		e.tb.Fatalf("testenv: %v", err)
 	}
 	return ids
 }
