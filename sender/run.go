@@ -20,7 +20,9 @@ func run(ctx context.Context, cfg config.Sender, log *slog.Logger) error {
 	reg := health.NewRegistry()
 	svc := process.Service{
 		Name: "sender", HTTPAddr: cfg.HTTPAddr, Log: log, Registry: reg,
-		Attrs: []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled), slog.Duration("shutdown_grace", cfg.ShutdownGrace)},
+		// Only the producer may publish export requests (its schedule enqueues them).
+		RelayExcept: []string{bus.SubjectExportRequest},
+		Attrs:       []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled), slog.Duration("shutdown_grace", cfg.ShutdownGrace)},
 	}
 	deps, client, err := svc.OpenWithMESH(ctx, cfg.Shared, cfg.MESH)
 	if err != nil {

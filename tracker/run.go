@@ -18,6 +18,8 @@ func run(ctx context.Context, cfg config.Tracker, log *slog.Logger) error {
 	reg := health.NewRegistry()
 	svc := process.Service{
 		Name: "tracker", HTTPAddr: cfg.HTTPAddr, Log: log, Registry: reg,
+		// Only the producer may publish export requests (its schedule enqueues them).
+		RelayExcept: []string{bus.SubjectExportRequest},
 		Attrs: []slog.Attr{slog.Bool("mesh_jobs_enabled", cfg.JobsEnabled),
 			slog.Duration("poll_interval", cfg.PollInterval), slog.Duration("inbox_interval", cfg.InboxInterval),
 			slog.Int("batch_size", cfg.BatchSize), slog.Any("ack_senders", cfg.AckSenders)},

@@ -61,6 +61,7 @@ type Relay struct {
 	publishTTL time.Duration
 	published  func(subject string)
 	metrics    *Metrics
+	except     []string
 
 	mu       sync.Mutex
 	failures int   // consecutive failed flushes of Run
@@ -108,6 +109,11 @@ type RelayConfig struct {
 	Interval time.Duration
 	// OnPublished, when set, is called after each message the stream acknowledged (crash tests).
 	OnPublished func(subject string)
+	// Except lists subjects this relay leaves to the relays of other processes: those its NATS user
+	// may not publish (only the producer may publish dps.export.request, which its schedule enqueues).
+	// Without it such a row would be retried here, and hold up the rows behind it, until another
+	// relay happened to take it.
+	Except []string
 }
 
 // NewRelay checks cfg and returns a relay. It contacts nothing.
@@ -116,7 +122,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, errors.New("outbox relay: a Postgres pool and a JetStream context are required")
 	}
 	r := &Relay{pool: cfg.Pool, js: cfg.JS, log: cfg.Logger, batch: 100, interval: cfg.Interval, publishTTL: 10 * time.Second,
-		published: cfg.OnPublished, metrics: cfg.Metrics}
+		published: cfg.OnPublished, metrics: cfg.Metrics, except: append([]string{}, cfg.Except...)}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -229,7 +235,8 @@ func (r *Relay) flushBatch(ctx context.Context) (published, taken int, err error
 
 	rows, err := tx.Query(ctx, `
 		SELECT id, subject, msg_id, payload::text, attempts FROM dps_outbox
-		WHERE published_at IS NULL AND set_aside_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
+		WHERE published_at IS NULL AND set_aside_at IS NULL AND NOT (subject = ANY($2))
+		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch, r.except)
 	if err != nil {
 		return 0, 0, fmt.Errorf("outbox: select: %w", err)
 	}

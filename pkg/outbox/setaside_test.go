@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -106,4 +107,39 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestRelayLeavesExceptedSubjects: a relay told that its process may not publish dps.export.request
+// (the sender's, the tracker's) leaves the schedule's request to another relay and publishes the rows
+// after it; the producer's relay then publishes the request.
+func TestRelayLeavesExceptedSubjects(t *testing.T) {
+	relay, _, js, ctx := setup(t)
+	pool := relay.pool
+	senderRelay, err := NewRelay(RelayConfig{Pool: pool, JS: js, Except: []string{bus.SubjectExportRequest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := bus.ExportRequest{RequestID: "schedule:HPV:2026-12-01:x", Programme: "HPV", RequestedBy: "schedule", RequestedAt: time.Now().UTC()}
+	if err := Enqueue(ctx, tx, bus.SubjectExportRequest, req.RequestID, req); err != nil {
+		t.Fatal(err)
+	}
+	if err := Enqueue(ctx, tx, bus.SubjectExportAcknowledged, "acknowledged:"+exportIDs[0], ackEvent(exportIDs[0])); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := senderRelay.Flush(ctx); err != nil || n != 1 {
+		t.Fatalf("the sender's relay published %d, %v; want the acknowledged event only", n, err)
+	}
+	if n, err := Pending(ctx, pool); err != nil || n != 1 {
+		t.Fatalf("pending %d, %v; want the request, left for the producer", n, err)
+	}
+	if n, err := relay.Flush(ctx); err != nil || n != 1 {
+		t.Fatalf("the producer's relay published %d, %v; want the request", n, err)
+	}
 }

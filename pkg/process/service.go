@@ -31,6 +31,9 @@ type Service struct {
 	Registry *prometheus.Registry // served on /metrics
 	Checks   []health.Check       // the work's own probes, after the connections'
 	Attrs    []slog.Attr          // settings worth a line at start, after http_addr
+	// RelayExcept lists outbox subjects this process's NATS user may not publish; its relay leaves
+	// those rows to another process's (see outbox.RelayConfig.Except).
+	RelayExcept []string
 	// Consumer is the durable consumer the work reads (bus.ConsumerProducer, ...): its backlog is on
 	// /metrics and /healthz reports it when its work stops moving. Empty for none.
 	Consumer string
@@ -130,7 +133,7 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 		})
 	}
 	outboxMetrics := outbox.NewMetrics(s.Registry)
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: s.Deps.Pool, JS: s.Deps.JS, Logger: s.Log, Metrics: outboxMetrics})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: s.Deps.Pool, JS: s.Deps.JS, Logger: s.Log, Metrics: outboxMetrics, Except: s.RelayExcept})
 	if err != nil {
 		return err
 	}
@@ -160,7 +163,7 @@ func (s Service) Run(ctx context.Context, work func(context.Context) error) erro
 	stopSide()
 	wg.Wait()
 
-	FlushOutbox(ctx, s.Deps, s.Log, outboxMetrics)
+	FlushOutbox(ctx, s.Deps, s.Log, outboxMetrics, s.RelayExcept...)
 	if s.Deps.stopHealth != nil {
 		s.Deps.stopHealth()
 	}
@@ -223,10 +226,10 @@ func (s Service) progressChecks(relay *outbox.Relay) ([]health.Check, *bus.Consu
 // FlushOutbox publishes the events still pending in the outbox within FlushTimeout, even when ctx has
 // ended, rather than leaving them to the next process to start; a failure is only logged, since that
 // next process will publish them. metrics may be nil.
-func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger, metrics *outbox.Metrics) {
+func FlushOutbox(ctx context.Context, deps *Deps, log *slog.Logger, metrics *outbox.Metrics, except ...string) {
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
 	defer cancel()
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: deps.Pool, JS: deps.JS, Logger: log, Metrics: metrics})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: deps.Pool, JS: deps.JS, Logger: log, Metrics: metrics, Except: except})
 	if err == nil {
 		_, err = relay.Flush(flushCtx)
 	}
