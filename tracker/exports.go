@@ -6,17 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/nhs-dps/dps-pipeline/pkg/cli"
-	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/exportreport"
-	"github.com/nhs-dps/dps-pipeline/pkg/store"
+	"github.com/nhs-dps/dps-pipeline/pkg/process"
 )
 
 // exportsOptions are the flags of `tracker exports`.
@@ -99,30 +99,19 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 // when the database cannot be read.
 func exportsCommand() cli.Command {
 	var opts exportsOptions
-	return func(args []string, stdout, stderr io.Writer) int {
-		return cli.Spec[config.Shared]{
-			Name: "tracker exports",
-			Parse: func(args []string, stderr io.Writer) (err error) {
-				opts, err = parseExportsArgs(args, time.Now(), stderr)
+	return process.DatabaseCommand("tracker exports",
+		func(args []string, stderr io.Writer) (err error) {
+			opts, err = parseExportsArgs(args, time.Now(), stderr)
+			return err
+		},
+		func(ctx context.Context, pool *pgxpool.Pool, stdout io.Writer) error {
+			exports, err := exportreport.List(ctx, pool, opts.filter)
+			if err != nil {
 				return err
-			},
-			Load:   func() (config.Shared, config.Shared, error) { cfg, err := config.LoadShared(); return cfg, cfg, err },
-			Logger: cli.WarningLogger,
-			Run: func(ctx context.Context, cfg config.Shared, _ *slog.Logger, stdout, _ io.Writer) error {
-				pool, err := store.Connect(ctx, cfg.DatabaseURL)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				exports, err := exportreport.List(ctx, pool, opts.filter)
-				if err != nil {
-					return err
-				}
-				if opts.json {
-					return exportreport.WriteJSON(stdout, exports)
-				}
-				return exportreport.WriteText(stdout, exports)
-			},
-		}.Main(args, stdout, stderr)
-	}
+			}
+			if opts.json {
+				return exportreport.WriteJSON(stdout, exports)
+			}
+			return exportreport.WriteText(stdout, exports)
+		})
 }

@@ -6,15 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/nhs-dps/dps-pipeline/pkg/cli"
-	"github.com/nhs-dps/dps-pipeline/pkg/config"
+	"github.com/nhs-dps/dps-pipeline/pkg/process"
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
-	"github.com/nhs-dps/dps-pipeline/pkg/store"
 	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 )
 
@@ -54,10 +54,10 @@ func parseRecordsArgs(args []string, now time.Time, stderr io.Writer) (recordsOp
 	}
 	var err error
 	if o.filter.Since, err = replay.ParseTime("--since", since, now); err != nil {
-		return o, cli.Usagef("tracker records: %v", err)
+		return o, cli.Usagef("%v", err)
 	}
 	if err := o.filter.Check(); err != nil {
-		return o, cli.Usagef("tracker records: %v", err)
+		return o, cli.Usagef("%v", err)
 	}
 	return o, nil
 }
@@ -68,39 +68,28 @@ func parseRecordsArgs(args []string, now time.Time, stderr io.Writer) (recordsOp
 // be read. It names records by UUID, never a patient.
 func recordsCommand() cli.Command {
 	var opts recordsOptions
-	return func(args []string, stdout, stderr io.Writer) int {
-		return cli.Spec[config.Shared]{
-			Name: "tracker records",
-			Parse: func(args []string, stderr io.Writer) (err error) {
-				opts, err = parseRecordsArgs(args, time.Now(), stderr)
+	return process.DatabaseCommand("tracker records",
+		func(args []string, stderr io.Writer) (err error) {
+			opts, err = parseRecordsArgs(args, time.Now(), stderr)
+			return err
+		},
+		func(ctx context.Context, pool *pgxpool.Pool, stdout io.Writer) error {
+			deliveries, err := tracking.Deliveries(ctx, pool, opts.filter)
+			if err != nil {
 				return err
-			},
-			Load:   func() (config.Shared, config.Shared, error) { cfg, err := config.LoadShared(); return cfg, cfg, err },
-			Logger: cli.WarningLogger,
-			Run: func(ctx context.Context, cfg config.Shared, _ *slog.Logger, stdout, _ io.Writer) error {
-				pool, err := store.Connect(ctx, cfg.DatabaseURL)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				deliveries, err := tracking.Deliveries(ctx, pool, opts.filter)
-				if err != nil {
-					return err
-				}
-				if opts.json {
-					enc := json.NewEncoder(stdout)
-					for _, d := range deliveries {
-						if err := enc.Encode(d); err != nil {
-							return err
-						}
+			}
+			if opts.json {
+				enc := json.NewEncoder(stdout)
+				for _, d := range deliveries {
+					if err := enc.Encode(d); err != nil {
+						return err
 					}
-					return nil
 				}
-				printDeliveries(stdout, deliveries, opts.filter)
 				return nil
-			},
-		}.Main(args, stdout, stderr)
-	}
+			}
+			printDeliveries(stdout, deliveries, opts.filter)
+			return nil
+		})
 }
 
 // tableDiagnosticWidth cuts a diagnostic in the table; --json carries it whole.

@@ -5,9 +5,12 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
+	"github.com/nhs-dps/dps-pipeline/pkg/store"
 )
 
 // ServiceCommand is `<prog> run`: a cli.Spec that takes no arguments, loads the configuration (load
@@ -49,4 +52,25 @@ func MESHCommand(name string, f func(ctx context.Context, cfg config.MESH, c *me
 			},
 		}.Main(args, stdout, stderr)
 	}
+}
+
+// DatabaseCommand is a read-only command over Postgres alone (`tracker exports`, `tracker records`):
+// configured by the shared settings only, it connects to DATABASE_URL without migrating or touching
+// NATS, prints its result on stdout and only warnings on stderr. parse reads the arguments first (see
+// cli.Spec); run gets the pool.
+func DatabaseCommand(name string, parse func(args []string, stderr io.Writer) error, run func(ctx context.Context, pool *pgxpool.Pool, stdout io.Writer) error) cli.Command {
+	return cli.Spec[config.Shared]{
+		Name:   name,
+		Parse:  parse,
+		Load:   func() (config.Shared, config.Shared, error) { cfg, err := config.LoadShared(); return cfg, cfg, err },
+		Logger: cli.WarningLogger,
+		Run: func(ctx context.Context, cfg config.Shared, _ *slog.Logger, stdout, _ io.Writer) error {
+			pool, err := store.Connect(ctx, cfg.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			return run(ctx, pool, stdout)
+		},
+	}.Command()
 }
