@@ -65,7 +65,7 @@ func TestForgedReadyChangesNothing(t *testing.T) {
 	// The tracker, asked about the export, finds DPS's acknowledgement of its own file.
 	tr, err := tracking.New(tracking.Config{Pool: h.Pool, JS: h.JS, JobsEnabled: true,
 		MESH: h.MESHClient(testenv.OurMailbox, testenv.OurPassword, 0), Logger: h.log,
-		PollInterval: time.Second, HandshakeInterval: time.Hour, BatchSize: 10, MaxBackoff: time.Second, UnknownTimeout: time.Hour})
+		PollInterval: time.Second, HandshakeInterval: time.Hour, InboxInterval: time.Hour, BatchSize: 10, MaxBackoff: time.Second, UnknownTimeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
