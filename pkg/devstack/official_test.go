@@ -81,7 +81,7 @@ func TestOfficialSandbox(t *testing.T) {
 			t.Errorf("DPS took message %s, which was in its inbox before the run", leftover)
 		}
 	}
-	t.Logf("%s: %d exports acknowledged, %d exportable records at DPS once each", base, exports, s.seeded.Exportable)
+	t.Logf("%s: %d exports %s, %d exportable records at DPS once each", base, exports, s.finalStatus(), s.seeded.Exportable)
 }
 
 // plantLeftover sends a message that is not a DPS file to the DPS mailbox, as an earlier run or another
