@@ -21,10 +21,10 @@ import (
 // one run to the next.
 type reportView struct {
 	MessageType, LinkedMessageID, LocalID, From, To, WorkflowID string
-	FileNameIsID                                                 bool
-	Status                                                       mesh.DownloadStatus
-	TimestampSet                                                 bool
-	Body                                                         string
+	FileNameIsID                                                bool
+	Status                                                      mesh.DownloadStatus
+	TimestampSet                                                bool
+	Body                                                        string
 }
 
 // reportViews creates one report of each status through base's admin create_report (the official
