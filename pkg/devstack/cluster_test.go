@@ -60,7 +60,7 @@ func testCluster(t *testing.T, nodes int, cold bool, kills []string) {
 		// The receiver's replies are TestReceiverOutcomes' subject; here exports end acknowledged, so
 		// that the run measures NATS faults alone.
 		NoReceiver: true,
-		Stdout: &out, Stderr: &logs,
+		Stdout:     &out, Stderr: &logs,
 	})
 	if err != nil {
 		t.Fatalf("start the stack: %v", err)
