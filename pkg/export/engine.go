@@ -280,9 +280,9 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 		return res, err
 	}
 	t.mark("decide")
-	var nNew, nUpdate, nDelete int
-	if err := tx.QueryRow(ctx, sqlLinkDecided, id).Scan(&nNew, &nUpdate, &nDelete); err != nil {
-		return res, fmt.Errorf("link candidates: %w", err)
+	nNew, nUpdate, nDelete, err := linkDecided(ctx, tx, id)
+	if err != nil {
+		return res, err
 	}
 	t.mark("link")
 	linked := nNew + nUpdate + nDelete
@@ -355,39 +355,78 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 // decideCandidates runs sqlDecideCandidates under decidePlanSettings and returns how many candidates
 // it decided.
 func decideCandidates(ctx context.Context, tx pgx.Tx, programmeID int64) (int64, error) {
-	restore := make([][2]string, 0, len(decidePlanSettings))
-	for _, set := range decidePlanSettings {
-		var was string
-		if err := tx.QueryRow(ctx, sqlGetSetting, set[0]).Scan(&was); err != nil {
-			return 0, fmt.Errorf("decide candidates: read %s: %w", set[0], err)
-		}
-		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
-			return 0, fmt.Errorf("decide candidates: set %s: %w", set[0], err)
-		}
-		restore = append(restore, [2]string{set[0], was})
-	}
-	tag, err := tx.Exec(ctx, sqlDecideCandidates, programmeID)
+	var decided int64
+	err := withLocalSettings(ctx, tx, decidePlanSettings, func() error {
+		tag, err := tx.Exec(ctx, sqlDecideCandidates, programmeID)
+		decided = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("decide candidates: %w", err)
-	}
-	for _, set := range restore {
-		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
-			return 0, fmt.Errorf("decide candidates: put back %s: %w", set[0], err)
-		}
 	}
 	if _, err := tx.Exec(ctx, sqlAnalyzeDecided); err != nil {
 		return 0, fmt.Errorf("decide candidates: analyze: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return decided, nil
+}
+
+// linkDecided runs sqlLinkDecided and returns the links made per action.
+func linkDecided(ctx context.Context, tx pgx.Tx, exportID any) (nNew, nUpdate, nDelete int, err error) {
+	err = withLocalSettings(ctx, tx, candidateSetSettings, func() error {
+		return tx.QueryRow(ctx, sqlLinkDecided, exportID).Scan(&nNew, &nUpdate, &nDelete)
+	})
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("link candidates: %w", err)
+	}
+	return nNew, nUpdate, nDelete, nil
+}
+
+// takeDecided runs sqlTakeDecided and returns how many candidates it took off the queue.
+func takeDecided(ctx context.Context, tx pgx.Tx) (int64, error) {
+	var taken int64
+	err := withLocalSettings(ctx, tx, candidateSetSettings, func() error {
+		tag, err := tx.Exec(ctx, sqlTakeDecided)
+		taken = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("take candidates: %w", err)
+	}
+	return taken, nil
+}
+
+// withLocalSettings runs fn with the settings (name, value) set for the transaction, then puts back
+// what they were, so that they apply to fn's statements alone.
+func withLocalSettings(ctx context.Context, tx pgx.Tx, settings [][2]string, fn func() error) error {
+	restore := make([][2]string, 0, len(settings))
+	for _, set := range settings {
+		var was string
+		if err := tx.QueryRow(ctx, sqlGetSetting, set[0]).Scan(&was); err != nil {
+			return fmt.Errorf("read %s: %w", set[0], err)
+		}
+		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
+			return fmt.Errorf("set %s: %w", set[0], err)
+		}
+		restore = append(restore, [2]string{set[0], was})
+	}
+	if err := fn(); err != nil {
+		return err
+	}
+	for _, set := range restore {
+		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
+			return fmt.Errorf("put back %s: %w", set[0], err)
+		}
+	}
+	return nil
 }
 
 // takeAndCommit takes the decided candidates off the queue and commits. The candidates' row locks are
 // held from here to the end of the commit, the programme's advisory lock from the start of the run; both
 // are logged, with the time of each step.
 func (e *Exporter) takeAndCommit(ctx context.Context, tx pgx.Tx, res Result, t *runTimer, committing *bool) error {
-	tag, err := tx.Exec(ctx, sqlTakeDecided)
+	taken, err := takeDecided(ctx, tx)
 	if err != nil {
-		return fmt.Errorf("take candidates: %w", err)
+		return err
 	}
 	t.mark("take")
 	*committing = true
@@ -396,7 +435,7 @@ func (e *Exporter) takeAndCommit(ctx context.Context, tx pgx.Tx, res Result, t *
 	}
 	t.mark("commit")
 	attrs := []any{slog.String("programme", res.Programme), slog.String("export_id", res.ExportID),
-		slog.Int64("taken", tag.RowsAffected()),
+		slog.Int64("taken", taken),
 		slog.Duration("programme_lock_held", t.total()), slog.Duration("candidate_locks_held", t.step("take")+t.step("commit"))}
 	e.log.Info("export committed", append(attrs, t.attrs()...)...)
 	return nil

@@ -112,6 +112,11 @@ FROM (
 // statement for longer than it runs.
 var decidePlanSettings = [][2]string{{"enable_seqscan", "off"}, {"jit", "off"}}
 
+// candidateSetSettings are set for sqlLinkDecided and sqlTakeDecided: each sorts or hashes the whole
+// decision once (a year's backlog is a few hundred thousand narrow rows, 10 to 30 MB), which the default
+// work_mem of 4 MB would spill to disk in batches.
+var candidateSetSettings = [][2]string{{"work_mem", "64MB"}}
+
 const sqlGetSetting = `SELECT current_setting($1)`
 
 const sqlSetLocal = `SELECT set_config($1, $2, true)`

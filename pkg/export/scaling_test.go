@@ -90,17 +90,17 @@ func takeCandidates(t *testing.T, pool *pgxpool.Pool, programme string, want int
 		if err != nil {
 			return err
 		}
-		var nNew, nUpdate, nDelete int
-		if err := tx.QueryRow(ctx, sqlLinkDecided, uuid.New()).Scan(&nNew, &nUpdate, &nDelete); err != nil {
+		nNew, _, _, err := linkDecided(ctx, tx, uuid.New())
+		if err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, sqlTakeDecided)
+		taken, err := takeDecided(ctx, tx)
 		if err != nil {
 			return err
 		}
 		took = time.Since(start)
-		if decided != int64(want) || tag.RowsAffected() != int64(want) || nNew == 0 {
-			t.Fatalf("%d candidates decided, %d taken, %d linked as new; want %d decided and taken", decided, tag.RowsAffected(), nNew, want)
+		if decided != int64(want) || taken != int64(want) || nNew == 0 {
+			t.Fatalf("%d candidates decided, %d taken, %d linked as new; want %d decided and taken", decided, taken, nNew, want)
 		}
 		return errRollback
 	})
