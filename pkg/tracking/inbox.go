@@ -58,6 +58,9 @@ const (
 // below it even for a whole refused file of a million rows.
 const maxInboxDownload = 1 << 30
 
+// DefaultInboxInterval is TRACKER_INBOX_INTERVAL's default.
+const DefaultInboxInterval = 5 * time.Minute
+
 // DefaultBusAckWait is how long a BusAck waits for its file's InfAck before it is applied without one.
 const DefaultBusAckWait = time.Hour
 

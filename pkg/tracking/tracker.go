@@ -47,7 +47,8 @@ type Config struct {
 	BatchSize         int
 	MaxBackoff        time.Duration
 	UnknownTimeout    time.Duration
-	// InboxInterval is how often our MESH inbox is read (TRACKER_INBOX_INTERVAL).
+	// InboxInterval is how often our MESH inbox is read (TRACKER_INBOX_INTERVAL); zero means
+	// DefaultInboxInterval.
 	InboxInterval time.Duration
 	// Mailbox is our mailbox id, named in inbox dead letters.
 	Mailbox string
@@ -102,7 +103,6 @@ func New(cfg Config) (*Tracker, error) {
 		{"handshake interval", cfg.HandshakeInterval},
 		{"max backoff", cfg.MaxBackoff},
 		{"unknown timeout", cfg.UnknownTimeout},
-		{"inbox interval", cfg.InboxInterval},
 	} {
 		if d.v <= 0 {
 			return nil, fmt.Errorf("tracking: %s must be positive", d.name)
@@ -113,6 +113,12 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	if cfg.HandshakeRetry <= 0 {
 		cfg.HandshakeRetry = min(cfg.PollInterval, maxHandshakeRetry)
+	}
+	switch {
+	case cfg.InboxInterval == 0:
+		cfg.InboxInterval = DefaultInboxInterval
+	case cfg.InboxInterval < 0:
+		return nil, errors.New("tracking: inbox interval must be positive")
 	}
 	if cfg.BusAckWait <= 0 {
 		cfg.BusAckWait = DefaultBusAckWait
