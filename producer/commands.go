@@ -32,6 +32,9 @@ type command struct {
 	// export, request, topology: how long to wait for NATS and for the streams and bucket
 	wait time.Duration
 
+	// refused
+	json bool
+
 	// dead-letters, redrive
 	deadLetters deadlettercli.ListOptions
 	redriveSeqs []uint64
@@ -66,6 +69,9 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 		fs.BoolVar(&cmd.dryRun, "dry-run", false, "ask for a dry run")
 		fs.StringVar(&cmd.requestedBy, "requested-by", defaultRequester(), "who is asking")
 		fs.StringVar(&cmd.requestID, "request-id", "", "request id (default: a new UUID); also the Nats-Msg-Id")
+	case "refused":
+		fs.StringVar(&cmd.programme, "programme", "", "only this programme (default: all)")
+		fs.BoolVar(&cmd.json, "json", false, "one JSON object per record")
 	case "dead-letters":
 		cmd.deadLetters.Define(fs)
 	case "redrive":
@@ -109,6 +115,10 @@ func parseCommand(name string, args []string, stderr io.Writer) (command, error)
 		}
 		if len(cmd.requestID) > 128 {
 			return cmd, cli.Usagef("--request-id is longer than 128 characters")
+		}
+	case "refused":
+		if cmd.programme != "" && !programmeCode.MatchString(cmd.programme) {
+			return cmd, cli.Usagef("refused: --programme %q is not a programme code (upper case, e.g. HPV or TD_IPV)", cmd.programme)
 		}
 	case "dead-letters":
 		if err := cmd.deadLetters.Check(time.Now()); err != nil {

@@ -37,7 +37,7 @@ func runDL(t *testing.T, natsURL string, args ...string) (stdout, stderr string,
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, producerBinary(t), args...)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+unreachableDB, "NATS_URL="+natsURL, "LOG_FORMAT=json", "LOG_LEVEL=warn", "DPS_FAILPOINT=")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+unreachableDB, "NATS_URL="+natsURL, "LOG_FORMAT=json", "LOG_LEVEL=warn", "DPS_FAILPOINT=", "DPS_SENDER_ODS_CODE=X26SBX")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -101,7 +101,7 @@ func newDLFixture(t *testing.T) *dlFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exporter, err := export.New(export.Config{Pool: pool, Objects: objects})
+	exporter, err := export.New(export.Config{Pool: pool, Objects: objects, SenderODS: "X26SBX"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func newDLFixture(t *testing.T) *dlFixture {
 
 	// A batch the sender gave up on.
 	exportID := "2b0f4a9e-51c3-4b8e-a0f1-6c7d8e9f0a1b"
-	ready := bus.ExportReady{ExportID: exportID, Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv",
+	ready := bus.ExportReady{ExportID: exportID, Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv",
 		ObjectName: exportID, SizeBytes: 10, SHA256: strings.Repeat("ab", 32), Rows: 1, CreatedAt: at}
 	if _, err := bus.Publish(ctx, js, bus.SubjectExportReady, exportID, ready); err != nil {
 		t.Fatal(err)

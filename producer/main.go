@@ -29,6 +29,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		"export":       subcommand("export", runExport),
 		"request":      subcommand("request", runRequest),
 		"replay":       replayCommand().Command(),
+		"refused":      subcommand("refused", runRefused),
 		"dead-letters": subcommand("dead-letters", runDeadLetters),
 		"redrive":      subcommand("redrive", runRedrive),
 		"topology":     subcommand("topology", runTopology),
@@ -73,6 +74,8 @@ commands:
                                         run one export now and print a JSON summary per programme
   request --programme P|ALL [--dry-run] [--requested-by NAME] [--request-id ID] [--wait 2m]
                                         publish an export request on dps.export.request
+  refused [--programme P] [--json]      list records left out of files because the receiver would refuse
+                                        their row (by UUID, with the rule); they stay queued
   replay (--since T [--until T] | --from-seq N [--to-seq N]) [--force] [--dry-run]
                                         re-run request handling over DPS_REQUESTS
   dead-letters [--stage request|sender|tracker] [--since T] [--limit N] [--json [--show-payload]]
@@ -82,7 +85,8 @@ commands:
   redrive SEQ [SEQ...]                  publish dead letters' original messages to their subjects again
                                         (NATS only); exit 1 if any is refused or fails
 
-Configuration comes from the environment (DATABASE_URL, NATS_URL, PRODUCER_SCHEDULE, HTTP_ADDR, ...).
+Configuration comes from the environment (DATABASE_URL, NATS_URL, DPS_SENDER_ODS_CODE, PRODUCER_SCHEDULE,
+HTTP_ADDR, ...).
 Run "producer <command> -h" for a command's flags.
 `
 

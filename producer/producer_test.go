@@ -69,6 +69,7 @@ func newBareStack(t *testing.T) *stack {
 func (s *stack) env(extra ...string) []string {
 	return append(os.Environ(), append([]string{
 		"DATABASE_URL=" + s.dbURL, "NATS_URL=" + s.natsURL, "LOG_FORMAT=json", "LOG_LEVEL=info", "DPS_FAILPOINT=",
+		"DPS_SENDER_ODS_CODE=X26SBX",
 	}, extra...)...)
 }
 
@@ -144,6 +145,9 @@ type summary struct {
 	Rows      int    `json:"rows"`
 	SizeBytes int64  `json:"size_bytes"`
 	SHA256    string `json:"sha256"`
+	Refused   int    `json:"refused"`
+	// RefusedByRule counts refused records per rule.
+	RefusedByRule map[string]int `json:"refused_by_rule"`
 }
 
 func parseSummaries(t *testing.T, out string) []summary {
@@ -392,5 +396,71 @@ func TestRunService(t *testing.T) {
 	}
 	if strings.Contains(stderr.String(), "9999") && strings.Contains(stderr.String(), "nhs_number") {
 		t.Error("the log mentions NHS numbers")
+	}
+}
+
+// TestDryRunOutAndRefused: `export --dry-run --out FILE` writes the file the receiver would get, under
+// the name it would get, and stores nothing; a record the receiver would refuse is left out, stays
+// queued and is listed by `producer refused`, by UUID only.
+func TestDryRunOutAndRefused(t *testing.T) {
+	s := newStack(t)
+	s.mustRun("seed", "--records", "200", "--seed", "5")
+	var refusedUUID, nhsNumber string
+	if err := s.db().QueryRow(t.Context(), `
+		UPDATE vaccination_records r SET dose_sequence = 12, updated_at = now()
+		FROM programmes p, patients pa
+		WHERE p.id = r.programme_id AND p.code = 'HPV' AND pa.id = r.patient_id
+		  AND r.id = (SELECT min(r2.id) FROM vaccination_records r2 JOIN programmes p2 ON p2.id = r2.programme_id
+		              WHERE p2.code = 'HPV' AND r2.outcome = 'administered' AND NOT r2.draft AND r2.discarded_at IS NULL)
+		RETURNING r.uuid::text, pa.nhs_number`).Scan(&refusedUUID, &nhsNumber); err != nil {
+		t.Fatal(err)
+	}
+
+	file := filepath.Join(t.TempDir(), "preview.csv")
+	dry := parseSummaries(t, s.mustRun("export", "--programme", "HPV", "--dry-run", "--out", file))
+	if len(dry) != 1 || dry[0].Status != "dry_run" || dry[0].Refused != 1 || dry[0].RefusedByRule["dose_sequence"] != 1 {
+		t.Fatalf("dry run %+v", dry)
+	}
+	if p, err := dps.ParseFileName(dry[0].Filename); err != nil || p.Programme != "HPV" || p.SenderODS != "X26SBX" {
+		t.Fatalf("dry run file name %q: %+v %v", dry[0].Filename, p, err)
+	}
+	local, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := dps.Check(bytes.NewReader(local)); err != nil || res.Rows != dry[0].Rows || bytes.Contains(local, []byte(refusedUUID)) {
+		t.Fatalf("--dry-run --out file: %d rows, %v (refused record present: %v)", res.Rows, err, bytes.Contains(local, []byte(refusedUUID)))
+	}
+	if out := s.mustRun("refused"); !strings.Contains(out, "no refused records") {
+		t.Fatalf("a dry run recorded a refusal: %s", out)
+	}
+
+	got := parseSummaries(t, s.mustRun("export", "--programme", "HPV"))
+	if len(got) != 1 || got[0].Status != "created" || got[0].Refused != 1 || got[0].Rows != dry[0].Rows {
+		t.Fatalf("export %+v, want the dry run's %d rows and 1 refused", got, dry[0].Rows)
+	}
+	lines := strings.Split(strings.TrimSpace(s.mustRun("refused", "--json")), "\n")
+	var line map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &line); err != nil || len(lines) != 1 {
+		t.Fatalf("refused --json: %q %v", lines, err)
+	}
+	if line["record_uuid"] != refusedUUID || line["programme"] != "HPV" || line["rule"] != "dose_sequence" || line["field"] != "DOSE_SEQUENCE" {
+		t.Fatalf("refused --json: %v", line)
+	}
+	table := s.mustRun("refused", "--programme", "HPV")
+	if !strings.Contains(table, refusedUUID) || !strings.Contains(table, "dose_sequence") || strings.Contains(table, nhsNumber) {
+		t.Fatalf("refused table:\n%s", table)
+	}
+	if out := s.mustRun("refused", "--programme", "FLU"); !strings.Contains(out, "no refused records") {
+		t.Fatalf("refused --programme FLU: %s", out)
+	}
+	if _, _, code := s.run(s.env(), "refused", "--programme", "hpv"); code != 2 {
+		t.Fatalf("refused --programme hpv: exit %d, want 2", code)
+	}
+	if n := s.count(`SELECT count(*) FROM dps_pending_records p JOIN vaccination_records r ON r.id = p.vaccination_record_id WHERE r.uuid::text = '` + refusedUUID + `'`); n != 1 {
+		t.Fatalf("refused record queued %d times, want 1", n)
+	}
+	if _, errOut, code := s.run(append(s.env(), "DPS_SENDER_ODS_CODE=X_1"), "export", "--programme", "HPV"); code != 2 || !strings.Contains(errOut, "DPS_SENDER_ODS_CODE") {
+		t.Fatalf("bad DPS_SENDER_ODS_CODE: exit %d, %s", code, errOut)
 	}
 }

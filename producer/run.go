@@ -121,7 +121,7 @@ func newExporter(ctx context.Context, cfg config.Producer, deps *process.Deps, l
 	if err != nil {
 		return nil, nil, err
 	}
-	exporter, err := export.New(export.Config{Pool: deps.Pool, Objects: objects, UniqueIDURI: cfg.UniqueIDURI, Logger: log, Metrics: metrics})
+	exporter, err := export.New(export.Config{Pool: deps.Pool, Objects: objects, UniqueIDURI: cfg.UniqueIDURI, SenderODS: cfg.SenderODS, Logger: log, Metrics: metrics})
 	return objects, exporter, err
 }
 

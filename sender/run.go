@@ -54,10 +54,15 @@ func deliveryConfig(ctx context.Context, cfg config.Sender, deps *process.Deps, 
 	if err != nil {
 		return delivery.Config{}, err
 	}
+	routes := make(map[string]delivery.Route, len(cfg.Routes))
+	for p, r := range cfg.Routes {
+		routes[p] = delivery.Route{Mailbox: r.Mailbox, WorkflowID: r.WorkflowID}
+	}
 	return delivery.Config{
 		Pool: deps.Pool, JS: deps.JS, Objects: objects, MESH: client, Logger: log,
 		DPSMailbox:    cfg.DPSMailbox,
 		WorkflowID:    cfg.DPSWorkflowID,
+		Routes:        routes,
 		JobsEnabled:   cfg.JobsEnabled,
 		ShutdownGrace: cfg.ShutdownGrace,
 		Concurrency:   cfg.Concurrency,

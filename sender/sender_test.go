@@ -270,7 +270,7 @@ func regexpCount(summary, outcome string, n int) bool {
 
 func TestSendFile(t *testing.T) {
 	e := testenv.New(t, testenv.Options{})
-	file := filepath.Join(t.TempDir(), "Vaccinations-HPV-2024-08-23.csv")
+	file := filepath.Join(t.TempDir(), "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv")
 	if err := os.WriteFile(file, []byte("a|b\n1|2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

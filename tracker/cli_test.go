@@ -173,7 +173,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 
 	// send-file (mesh:send_file) from our mailbox to DPS.
-	file := filepath.Join(t.TempDir(), "Vaccinations-HPV-2024-08-23.csv")
+	file := filepath.Join(t.TempDir(), "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv")
 	body := "NHS_NUMBER|PERSON_FORENAME\n9000000009|TEST\n"
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		t.Fatal(err)

@@ -179,7 +179,7 @@ func TestRunProcess(t *testing.T) {
 	}
 	ours, dps := client(cliOurMailbox, cliOurPass), client(cliDPSMailbox, cliDPSPass)
 	msgID, err := ours.Send(ctx, mesh.OutboundMessage{To: cliDPSMailbox, WorkflowID: cliWorkflow,
-		FileName: "Vaccinations-HPV-2024-08-23.csv", Body: strings.NewReader("x\n")})
+		FileName: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv", Body: strings.NewReader("x\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestRunProcess(t *testing.T) {
 	if _, err := pool.Exec(ctx, `
 		WITH p AS (INSERT INTO programmes (code, name) VALUES ('HPV', 'HPV') RETURNING id)
 		INSERT INTO dps_exports (id, programme_id, filename, status, mesh_message_id, sent_at)
-		SELECT $1, p.id, 'Vaccinations-HPV-2024-08-23.csv', 'accepted', $2, now() FROM p`, exportID, msgID); err != nil {
+		SELECT $1, p.id, 'HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv', 'accepted', $2, now() FROM p`, exportID, msgID); err != nil {
 		t.Fatal(err)
 	}
 	if err := dps.Acknowledge(ctx, msgID); err != nil {
@@ -213,7 +213,7 @@ func TestRunProcess(t *testing.T) {
 	// The sender's announcement, late: the running tracker finds the export already acknowledged.
 	_, js := natstest.Connect(t, natsURL)
 	if _, err := bus.Publish(ctx, js, bus.SubjectExportSent, bus.EventMsgID(bus.EventSent, exportID), bus.ExportSent{
-		EventID: uuid.NewString(), ExportID: exportID, Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv",
+		EventID: uuid.NewString(), ExportID: exportID, Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv",
 		MeshMessageID: msgID, LocalID: exportID + ".1", Attempt: 1, SentAt: time.Now().UTC(),
 	}); err != nil {
 		t.Fatal(err)

@@ -90,9 +90,9 @@ func TestMessagesMatchSchemas(t *testing.T) {
 		v       any
 	}{
 		{bus.SubjectExportRequest, bus.ExportRequest{RequestID: "r", Programme: bus.ProgrammeAll, RequestedBy: "t", RequestedAt: at, DryRun: true}},
-		{bus.SubjectExportReady, bus.ExportReady{ExportID: exportID, Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv", ObjectName: exportID, SizeBytes: 10, SHA256: sha, Rows: 1, CreatedAt: at}},
-		{bus.SubjectExportCreated, bus.ExportCreated{EventID: eventID, ExportID: exportID, Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv", Rows: 1, SizeBytes: 10, SHA256: sha, RequestID: "r", CreatedAt: at}},
-		{bus.SubjectExportSent, bus.ExportSent{EventID: eventID, ExportID: exportID, Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv", MeshMessageID: "m", LocalID: exportID + ".1", Attempt: 1, SentAt: at}},
+		{bus.SubjectExportReady, bus.ExportReady{ExportID: exportID, Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv", ObjectName: exportID, SizeBytes: 10, SHA256: sha, Rows: 1, CreatedAt: at}},
+		{bus.SubjectExportCreated, bus.ExportCreated{EventID: eventID, ExportID: exportID, Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv", Rows: 1, SizeBytes: 10, SHA256: sha, RequestID: "r", CreatedAt: at}},
+		{bus.SubjectExportSent, bus.ExportSent{EventID: eventID, ExportID: exportID, Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv", MeshMessageID: "m", LocalID: exportID + ".1", Attempt: 1, SentAt: at}},
 		{bus.SubjectExportAcknowledged, bus.ExportAcknowledged{EventID: eventID, ExportID: exportID, Programme: "HPV", MeshMessageID: "m", AcknowledgedAt: at}},
 		{bus.SubjectExportFailed, bus.ExportFailed{EventID: eventID, ExportID: exportID, Programme: "HPV", Stage: "sender", Reason: "x", MeshStatus: 417, MeshErrorCode: "EPL-151", FailedAt: at}},
 		{bus.SubjectMailboxValidated, bus.MailboxValidated{EventID: eventID, Mailbox: "X26ABC1", Result: "ok", ValidatedAt: at}},
@@ -497,7 +497,7 @@ func TestObjectStoreRoundTrip(t *testing.T) {
 
 	want := sha256.New()
 	info, err := bus.PutExport(ctx, obs, exportID, io.TeeReader(&patternReader{left: size}, want),
-		bus.ExportMeta{ExportID: exportID, Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv"})
+		bus.ExportMeta{ExportID: exportID, Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +522,7 @@ func TestObjectStoreRoundTrip(t *testing.T) {
 		t.Fatalf("read back %d bytes, err %v", n, err)
 	}
 	ri, _ := res.Info()
-	if ri.Metadata["filename"] != "Vaccinations-HPV-2024-08-23.csv" || ri.Metadata["export_id"] != exportID {
+	if ri.Metadata["filename"] != "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv" || ri.Metadata["export_id"] != exportID {
 		t.Errorf("metadata %v", ri.Metadata)
 	}
 	grew := int64(peak.Load()) - int64(base.HeapInuse)

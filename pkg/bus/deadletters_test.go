@@ -84,7 +84,7 @@ func seqs(list []bus.StoredDeadLetter) []uint64 {
 func TestListDeadLetters(t *testing.T) {
 	_, js := setup(t)
 	at := time.Date(2024, 8, 23, 2, 0, 0, 0, time.UTC)
-	ready := bus.ExportReady{ExportID: exportID, Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv",
+	ready := bus.ExportReady{ExportID: exportID, Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv",
 		ObjectName: exportID, SizeBytes: 10, SHA256: strings.Repeat("ab", 32), Rows: 1, CreatedAt: at}
 	sent := bus.ExportSent{EventID: eventID, ExportID: exportID, Programme: "HPV", Filename: ready.Filename,
 		MeshMessageID: "m", LocalID: exportID + ".1", Attempt: 1, SentAt: at}
@@ -241,9 +241,9 @@ func TestRedriveToOriginalStream(t *testing.T) {
 	}{
 		{bus.StageRequest, bus.SubjectExportRequest, "r1", bus.StreamRequests, request("r1")},
 		{bus.StageSender, bus.SubjectExportReady, exportID, bus.StreamBatches, bus.ExportReady{ExportID: exportID, Programme: "HPV",
-			Filename: "Vaccinations-HPV-2024-08-23.csv", ObjectName: exportID, SizeBytes: 10, SHA256: strings.Repeat("ab", 32), Rows: 1, CreatedAt: at}},
+			Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv", ObjectName: exportID, SizeBytes: 10, SHA256: strings.Repeat("ab", 32), Rows: 1, CreatedAt: at}},
 		{bus.StageTracker, bus.SubjectExportSent, "sent:" + exportID, bus.StreamEvents, bus.ExportSent{EventID: eventID, ExportID: exportID,
-			Programme: "HPV", Filename: "Vaccinations-HPV-2024-08-23.csv", MeshMessageID: "m", LocalID: exportID + ".1", Attempt: 1, SentAt: at}},
+			Programme: "HPV", Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv", MeshMessageID: "m", LocalID: exportID + ".1", Attempt: 1, SentAt: at}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.stage, func(t *testing.T) {

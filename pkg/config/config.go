@@ -16,6 +16,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nhs-dps/dps-pipeline/pkg/dps"
 	"github.com/nhs-dps/dps-pipeline/pkg/logging"
 	"github.com/robfig/cron/v3"
 )
@@ -74,6 +75,9 @@ type Producer struct {
 	UniqueIDURI string `env:"DPS_UNIQUE_ID_URI" envDefault:"https://manage-vaccinations-in-schools.nhs.uk/vaccination-records"`
 	// ObjectRetention is how long an export's file stays in the Object Store after DPS acknowledged it.
 	ObjectRetention time.Duration `env:"DPS_OBJECT_RETENTION" envDefault:"168h"`
+	// SenderODS is our organisation's ODS code: the receiver reads it from every file name and maps it to
+	// the supplier whose permissions apply. No default: a wrong one gets every file refused.
+	SenderODS string `env:"DPS_SENDER_ODS_CODE"`
 	// MESHJobsEnabled is read, though the producer never calls MESH, so that one environment shared by
 	// all three processes is checked the same way by each: a typo in the gate stops every one of them.
 	MESHJobsEnabled bool `env:"MESH_JOBS_ENABLED" envDefault:"false"`
@@ -85,6 +89,16 @@ type Sender struct {
 	MESH
 	ShutdownGrace time.Duration `env:"SENDER_SHUTDOWN_GRACE" envDefault:"30s"`
 	Concurrency   int           `env:"SENDER_CONCURRENCY" envDefault:"1"`
+	// RoutesSpec is MESH_ROUTES as given; Routes is what it says, by programme code.
+	RoutesSpec string `env:"MESH_ROUTES"`
+	Routes     map[string]Route
+}
+
+// Route is where one programme's files go instead of MESH_DPS_MAILBOX and MESH_DPS_WORKFLOW_ID: NHS
+// England routes some vaccine types to a mailbox of their own.
+type Route struct {
+	Mailbox    string
+	WorkflowID string
 }
 
 // Tracker is the tracker's configuration.
@@ -140,6 +154,13 @@ func LoadProducer() (Producer, error) {
 	if c.ObjectRetention <= 0 {
 		return c, &Error{Var: "DPS_OBJECT_RETENTION", Problem: "must be a positive duration such as 168h"}
 	}
+	if c.SenderODS == "" {
+		return c, &Error{Var: "DPS_SENDER_ODS_CODE", Problem: "is required: our organisation's ODS code, part of every DPS file name"}
+	}
+	if !dps.ValidODSCode(c.SenderODS) {
+		return c, &Error{Var: "DPS_SENDER_ODS_CODE", Problem: "must be 3 to 10 letters and digits"}
+	}
+	c.SenderODS = strings.ToUpper(c.SenderODS)
 	return c, nil
 }
 
@@ -155,7 +176,11 @@ func LoadSender() (Sender, error) {
 	if err := c.Shared.validate(); err != nil {
 		return c, err
 	}
-	if err := c.MESH.validate(c.JobsEnabled, true); err != nil {
+	if c.Routes, err = ParseRoutes(c.RoutesSpec); err != nil {
+		return c, err
+	}
+	everyProgrammeRouted := len(c.Routes) == len(dps.Programmes())
+	if err := c.MESH.validate(c.JobsEnabled, !everyProgrammeRouted); err != nil {
 		return c, err
 	}
 	if c.ShutdownGrace <= 0 {
@@ -403,6 +428,64 @@ func (m MESH) validate(required, needsDPS bool) error {
 		}
 	}
 	return nil
+}
+
+// ParseRoutes reads MESH_ROUTES: comma-separated PROGRAMME=MAILBOX:WORKFLOW entries, e.g.
+// "FLU=X26ABC2:FLUWORKFLOW,HPV=X26ABC4:IMMS". Each programme is one the receiver has a vaccine type
+// for, named once. An empty spec means no routes.
+func ParseRoutes(spec string) (map[string]Route, error) {
+	routes := map[string]Route{}
+	if strings.TrimSpace(spec) == "" {
+		return routes, nil
+	}
+	bad := func(problem string) error { return &Error{Var: "MESH_ROUTES", Problem: problem} }
+	for _, entry := range strings.Split(spec, ",") {
+		entry = strings.TrimSpace(entry)
+		programme, dest, ok := strings.Cut(entry, "=")
+		mailbox, workflow, ok2 := strings.Cut(dest, ":")
+		programme, mailbox, workflow = strings.TrimSpace(programme), strings.TrimSpace(mailbox), strings.TrimSpace(workflow)
+		if !ok || !ok2 || programme == "" {
+			return nil, bad("each entry must be PROGRAMME=MAILBOX:WORKFLOW, e.g. FLU=X26ABC2:FLUWORKFLOW")
+		}
+		if _, known := dps.VaccineType(programme); !known {
+			return nil, bad(fmt.Sprintf("routes programme %q, which is not one of %s", programme, strings.Join(dps.Programmes(), ", ")))
+		}
+		if _, dup := routes[programme]; dup {
+			return nil, bad(fmt.Sprintf("routes programme %s twice", programme))
+		}
+		if !validMailboxID(mailbox) {
+			return nil, bad(fmt.Sprintf("the mailbox of %s must be a MESH mailbox id (letters and digits)", programme))
+		}
+		if !validWorkflowID(workflow) {
+			return nil, bad(fmt.Sprintf("the workflow of %s must be letters, digits, '_' or '-'", programme))
+		}
+		routes[programme] = Route{Mailbox: strings.ToUpper(mailbox), WorkflowID: workflow}
+	}
+	return routes, nil
+}
+
+func validMailboxID(s string) bool {
+	if len(s) < 3 || len(s) > 20 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+func validWorkflowID(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseSchedule parses a five-field cron expression (minute hour day-of-month month day-of-week).

@@ -27,12 +27,13 @@ func clearEnv(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	clearEnv(t)
+	t.Setenv("DPS_SENDER_ODS_CODE", "v0v8l")
 	p, err := LoadProducer()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.DatabaseURL != "postgres://postgres@127.0.0.1:5432/dps?sslmode=disable" || p.NATSURL != "nats://127.0.0.1:4222" ||
-		p.Schedule != "0 2 * * *" || p.HTTPAddr != DefaultProducerHTTPAddr || p.LogFormat != "auto" {
+		p.Schedule != "0 2 * * *" || p.HTTPAddr != DefaultProducerHTTPAddr || p.LogFormat != "auto" || p.SenderODS != "V0V8L" {
 		t.Errorf("unexpected defaults: %+v", p)
 	}
 	s, err := LoadSender()
@@ -86,6 +87,17 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		{"operator command without password", map[string]string{"MESH_MAILBOX": "X26ABC1"}, loadMESH, "MESH_PASSWORD"},
 		{"sender concurrency", map[string]string{"SENDER_CONCURRENCY": "0"}, loadSender, "SENDER_CONCURRENCY"},
 		{"replicas", map[string]string{"NATS_STREAM_REPLICAS": "2"}, loadProducer, "NATS_STREAM_REPLICAS"},
+		{"no sender ODS code", map[string]string{}, loadProducer, "DPS_SENDER_ODS_CODE"},
+		{"sender ODS code with underscore", map[string]string{"DPS_SENDER_ODS_CODE": "V0_V8L"}, loadProducer, "DPS_SENDER_ODS_CODE"},
+		{"sender ODS code too long", map[string]string{"DPS_SENDER_ODS_CODE": "ABCDEFGHIJK"}, loadProducer, "DPS_SENDER_ODS_CODE"},
+		{"sender ODS code too short", map[string]string{"DPS_SENDER_ODS_CODE": "AB"}, loadProducer, "DPS_SENDER_ODS_CODE"},
+		{"route to an unknown programme", with(meshOn, "MESH_ROUTES", "FLU=X26ABC2:FLUWORKFLOW,MMR=X26ABC4:IMMS"), loadSender, "MESH_ROUTES"},
+		{"route without workflow", map[string]string{"MESH_ROUTES": "FLU=X26XYZ9"}, loadSender, "MESH_ROUTES"},
+		{"route without programme", map[string]string{"MESH_ROUTES": "=X26ABC2:WF"}, loadSender, "MESH_ROUTES"},
+		{"route twice", map[string]string{"MESH_ROUTES": "FLU=X26ABC2:WF,FLU=X26ABC3:WF"}, loadSender, "MESH_ROUTES"},
+		{"route bad mailbox", map[string]string{"MESH_ROUTES": "FLU=X26 ABC2:WF"}, loadSender, "MESH_ROUTES"},
+		{"route bad workflow", map[string]string{"MESH_ROUTES": "FLU=X26ABC2:W F"}, loadSender, "MESH_ROUTES"},
+		{"programme code not vaccine type", map[string]string{"MESH_ROUTES": "3IN1=X26ABC2:WF"}, loadSender, "MESH_ROUTES"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,5 +213,34 @@ func TestEverySecretFromFile(t *testing.T) {
 				t.Errorf("%s from file = %q, want %q", tt.name, got, tt.value)
 			}
 		})
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("MESH_JOBS_ENABLED", "true")
+	t.Setenv("MESH_MAILBOX", "X26ABC1")
+	t.Setenv("MESH_PASSWORD", "pw")
+	t.Setenv("MESH_SHARED_KEY", "TestKey")
+	t.Setenv("MESH_DPS_MAILBOX", "X26ABC2")
+	t.Setenv("MESH_DPS_WORKFLOW_ID", "DPSFULL")
+	t.Setenv("MESH_ROUTES", " FLU=X26ABC2:FLUWORKFLOW , HPV=x26abc4:IMMS")
+	s, err := LoadSender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Route{"FLU": {"X26ABC2", "FLUWORKFLOW"}, "HPV": {"X26ABC4", "IMMS"}}
+	if !reflect.DeepEqual(s.Routes, want) {
+		t.Fatalf("routes %+v, want %+v", s.Routes, want)
+	}
+	// With a route for every programme, the default destination is not needed.
+	os.Unsetenv("MESH_DPS_MAILBOX")
+	os.Unsetenv("MESH_DPS_WORKFLOW_ID")
+	if _, err := LoadSender(); err == nil || !strings.HasPrefix(err.Error(), "MESH_DPS_MAILBOX") {
+		t.Fatalf("two programmes routed, no default: %v", err)
+	}
+	t.Setenv("MESH_ROUTES", "FLU=A1B:W,HPV=A1B:W,MENACWY=A1B:W,TD_IPV=A1B:W")
+	if _, err := LoadSender(); err != nil {
+		t.Fatalf("every programme routed, no default: %v", err)
 	}
 }

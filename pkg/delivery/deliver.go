@@ -190,7 +190,9 @@ func (s *Sender) Deliver(ctx context.Context, b Batch) Result {
 	res.Bytes = file.size
 
 	started := time.Now()
-	messageID, err := s.send(ctx, exp.object(), file, exp.Filename, localID)
+	to := s.cfg.destination(exp.Programme)
+	log.Debug("sending", slog.String("mesh_to", to.Mailbox), slog.String("workflow_id", to.WorkflowID))
+	messageID, err := s.send(ctx, exp.object(), file, to, exp.Filename, localID)
 	res.SendDuration = time.Since(started)
 	s.recordMESHResult(err)
 	if err != nil {
@@ -370,7 +372,7 @@ func objectError(r objectRef, err error) error {
 }
 
 // send hands the verified file to MESH: from memory, or streamed from the Object Store again.
-func (s *Sender) send(ctx context.Context, r objectRef, f *verifiedFile, filename, localID string) (string, error) {
+func (s *Sender) send(ctx context.Context, r objectRef, f *verifiedFile, to Route, filename, localID string) (string, error) {
 	var body io.Reader
 	if f.data != nil {
 		body = bytes.NewReader(f.data)
@@ -383,8 +385,8 @@ func (s *Sender) send(ctx context.Context, r objectRef, f *verifiedFile, filenam
 		body = obj
 	}
 	return s.mesh.Send(ctx, mesh.OutboundMessage{
-		To:          s.cfg.DPSMailbox,
-		WorkflowID:  s.cfg.WorkflowID,
+		To:          to.Mailbox,
+		WorkflowID:  to.WorkflowID,
 		FileName:    filename,
 		LocalID:     localID,
 		ContentType: "text/csv",

@@ -646,3 +646,27 @@ func TestConcurrentBatchesInOneReplica(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutesByProgramme: a programme with a route of its own (MESH_ROUTES) goes to that mailbox and
+// workflow; the others keep the default.
+func TestRoutesByProgramme(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	x := h.AddExport(ctx, 1)
+	cfg := h.config()
+	cfg.Routes = map[string]Route{testenv.Programme: {Mailbox: testenv.RouteMailbox, WorkflowID: testenv.RouteWorkflowID},
+		"FLU": {Mailbox: testenv.DPSMailbox, WorkflowID: "ELSEWHERE"}}
+	h.start(h.sender(cfg, 0))
+	st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
+	m, ok := h.Sandbox.Message(st.MessageID)
+	if !ok {
+		t.Fatalf("sandbox does not hold %s", st.MessageID)
+	}
+	if m.To != testenv.RouteMailbox || m.WorkflowID != testenv.RouteWorkflowID || m.FileName != x.Ready.Filename {
+		t.Fatalf("routed message went to %s workflow %s (%s), want %s %s", m.To, m.WorkflowID, m.FileName,
+			testenv.RouteMailbox, testenv.RouteWorkflowID)
+	}
+	if c := (Config{DPSMailbox: "D", WorkflowID: "W", Routes: cfg.Routes}).destination("MENACWY"); c != (Route{"D", "W"}) {
+		t.Fatalf("unrouted programme goes to %+v", c)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -30,8 +31,10 @@ type Config struct {
 	Logger  *slog.Logger
 	Metrics *Metrics
 
-	// DPSMailbox and WorkflowID address every file (MESH_DPS_MAILBOX, MESH_DPS_WORKFLOW_ID).
+	// DPSMailbox and WorkflowID address every file (MESH_DPS_MAILBOX, MESH_DPS_WORKFLOW_ID) unless its
+	// programme has a route of its own in Routes (MESH_ROUTES).
 	DPSMailbox, WorkflowID string
+	Routes                 map[string]Route
 	// JobsEnabled is the MESH feature gate (MESH_JOBS_ENABLED). Off: Run consumes nothing.
 	JobsEnabled bool
 	// Concurrency is how many batches one sender handles at once; default 1. Replicas add more.
@@ -90,6 +93,29 @@ type Sender struct {
 	runner     *runner.Runner
 }
 
+// Route is a programme's own destination (MESH_ROUTES).
+type Route struct {
+	Mailbox, WorkflowID string
+}
+
+// destination is where a programme's files go: its route, else the default.
+func (c Config) destination(programme string) Route {
+	if r, ok := c.Routes[programme]; ok {
+		return r
+	}
+	return Route{Mailbox: c.DPSMailbox, WorkflowID: c.WorkflowID}
+}
+
+// routeList is Routes as PROGRAMME=MAILBOX:WORKFLOW, sorted, for the log.
+func (c Config) routeList() []string {
+	out := make([]string, 0, len(c.Routes))
+	for p, r := range c.Routes {
+		out = append(out, p+"="+r.Mailbox+":"+r.WorkflowID)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // New checks cfg and returns a Sender. It contacts nothing.
 func New(cfg Config) (*Sender, error) {
 	cfg.applyDefaults()
@@ -98,8 +124,13 @@ func New(cfg Config) (*Sender, error) {
 		return nil, errors.New("sender: a Postgres pool, a JetStream context and the export bucket are required")
 	case cfg.JobsEnabled && cfg.MESH == nil:
 		return nil, errors.New("sender: a MESH client is required when MESH jobs are enabled")
-	case cfg.JobsEnabled && (cfg.DPSMailbox == "" || cfg.WorkflowID == ""):
+	case cfg.JobsEnabled && (cfg.DPSMailbox == "" || cfg.WorkflowID == "") && len(cfg.Routes) == 0:
 		return nil, errors.New("sender: the DPS mailbox and workflow id are required when MESH jobs are enabled")
+	}
+	for p, r := range cfg.Routes {
+		if r.Mailbox == "" || r.WorkflowID == "" {
+			return nil, fmt.Errorf("sender: the route of %s needs a mailbox and a workflow id", p)
+		}
 	}
 	s := &Sender{cfg: cfg, pool: cfg.Pool, mesh: cfg.MESH, objects: cfg.Objects, log: cfg.Logger, metrics: cfg.Metrics}
 	r, err := runner.New(runner.Config{
@@ -135,7 +166,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		s.meshHealth.set(nil)
 	}
 	s.log.Info("sender consuming", slog.String("consumer", s.cfg.Consumer), slog.Int("concurrency", s.cfg.Concurrency),
-		slog.String("mesh_to", s.cfg.DPSMailbox), slog.String("workflow_id", s.cfg.WorkflowID))
+		slog.String("mesh_to", s.cfg.DPSMailbox), slog.String("workflow_id", s.cfg.WorkflowID), slog.Any("routes", s.cfg.routeList()))
 	if err := s.runner.Run(ctx); err != nil {
 		return fmt.Errorf("sender: %w", err)
 	}

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // CheckResult summarises a file that passed Check.
@@ -17,10 +20,12 @@ type CheckResult struct {
 }
 
 // CheckError locates the first defect Check found. Line is 1-based (the
-// header is line 1); Field is the DPS field name when the defect is in one.
+// header is line 1); Field is the DPS field name when the defect is in one;
+// Rule is the row rule broken (RuleFormat for the file's shape).
 type CheckError struct {
 	Line   int
 	Field  string
+	Rule   Rule
 	Reason string
 }
 
@@ -37,17 +42,25 @@ const maxLine = 1 << 20
 
 // Check reads a whole DPS file and verifies it strictly against the format:
 // UTF-8 without BOM, "\n" line ends including after the last line, the exact
-// header, 34 quoted "|"-separated fields per line, and the value rules of
-// each field. It returns the first defect as a *CheckError. An I/O error
-// from r is returned wrapped.
-func Check(r io.Reader) (CheckResult, error) { return CheckEach(r, nil) }
+// header, 34 quoted "|"-separated fields per line, and the row rules (the
+// same ones the Writer applies before it writes a row). It returns the first
+// defect as a *CheckError. An I/O error from r is returned wrapped.
+func Check(r io.Reader) (CheckResult, error) { return checkFile(r, time.Now(), nil) }
+
+// CheckAt is Check with "in the future" measured from now.
+func CheckAt(r io.Reader, now time.Time) (CheckResult, error) { return checkFile(r, now, nil) }
 
 // CheckEach is Check that also hands each row that passed to each (when not nil), in file order, with
-// its line number. fields is reused for the next row.
+// its line number. fields is reused for the next row; its values may be kept.
 func CheckEach(r io.Reader, each func(line int, fields *[NumFields]string)) (CheckResult, error) {
+	return checkFile(r, time.Now(), each)
+}
+
+func checkFile(r io.Reader, now time.Time, each func(line int, fields *[NumFields]string)) (CheckResult, error) {
 	res := CheckResult{Actions: map[string]int{}}
 	br := bufio.NewReaderSize(r, 64<<10)
 	seen := map[string]int{}
+	var rules rowRules
 	var (
 		line    []byte
 		fields  [NumFields]string
@@ -63,22 +76,22 @@ func CheckEach(r io.Reader, each func(line int, fields *[NumFields]string)) (Che
 		}
 		if err != nil && err != io.EOF {
 			if errors.Is(err, errLineTooLong) {
-				return res, &CheckError{Line: lineNo, Reason: "line longer than 1 MiB"}
+				return res, &CheckError{Line: lineNo, Rule: RuleFormat, Reason: "line longer than 1 MiB"}
 			}
 			return res, fmt.Errorf("dps check: read line %d: %w", lineNo, err)
 		}
 		if err == io.EOF || line[len(line)-1] != '\n' {
-			return res, &CheckError{Line: lineNo, Reason: `missing final "\n"`}
+			return res, &CheckError{Line: lineNo, Rule: RuleFormat, Reason: `missing final "\n"`}
 		}
 		line = line[:len(line)-1]
 		if lineNo == 1 && bytes.HasPrefix(line, []byte("\xef\xbb\xbf")) {
-			return res, &CheckError{Line: 1, Reason: "byte-order mark"}
+			return res, &CheckError{Line: 1, Rule: RuleFormat, Reason: "byte-order mark"}
 		}
 		if bytes.IndexByte(line, '\r') >= 0 {
-			return res, &CheckError{Line: lineNo, Reason: `carriage return (lines must end with "\n" only)`}
+			return res, &CheckError{Line: lineNo, Rule: RuleFormat, Reason: `carriage return (lines must end with "\n" only)`}
 		}
 		if !utf8.Valid(line) {
-			return res, &CheckError{Line: lineNo, Reason: "not valid UTF-8"}
+			return res, &CheckError{Line: lineNo, Rule: RuleFormat, Reason: "not valid UTF-8"}
 		}
 		if lineNo == 1 {
 			if string(line)+"\n" != headerLine {
@@ -86,27 +99,33 @@ func CheckEach(r io.Reader, each func(line int, fields *[NumFields]string)) (Che
 			}
 			continue
 		}
-		scratch, err = splitLine(line, &fields, scratch[:0])
+		scratch, err = splitFields(line, &fields, scratch[:0])
 		if err != nil {
-			return res, &CheckError{Line: lineNo, Reason: err.Error()}
+			return res, &CheckError{Line: lineNo, Rule: RuleFormat, Reason: err.Error()}
 		}
-		if field, reason := checkFields(&fields); field != "" {
-			return res, &CheckError{Line: lineNo, Field: field, Reason: reason}
+		if ref := rules.check(&fields, now); !ref.ok() {
+			return res, &CheckError{Line: lineNo, Field: ref.Field, Rule: ref.Rule, Reason: ref.Reason}
 		}
-		id := fields[9]
+		// fields alias scratch, which the next line overwrites: keep copies.
+		id := strings.Clone(fields[9])
 		if prev, dup := seen[id]; dup {
-			return res, &CheckError{Line: lineNo, Field: "UNIQUE_ID", Reason: fmt.Sprintf("duplicate of line %d", prev)}
+			return res, &CheckError{Line: lineNo, Field: "UNIQUE_ID", Rule: RuleUniqueID, Reason: fmt.Sprintf("duplicate of line %d", prev)}
 		}
 		seen[id] = lineNo
 		res.Rows++
-		res.Actions[fields[11]]++
+		res.Actions[actionKey(fields[11])]++
 		res.UniqueIDs = append(res.UniqueIDs, id)
 		if each != nil {
-			each(lineNo, &fields)
+			// fields alias scratch: hand over copies, which the callback may keep.
+			var kept [NumFields]string
+			for k := range fields {
+				kept[k] = strings.Clone(fields[k])
+			}
+			each(lineNo, &kept)
 		}
 	}
 	if lineNo == 1 {
-		return res, &CheckError{Line: 1, Reason: "empty file: no header"}
+		return res, &CheckError{Line: 1, Rule: RuleFormat, Reason: "empty file: no header"}
 	}
 	return res, nil
 }
@@ -131,19 +150,33 @@ func readLine(br *bufio.Reader, buf []byte) ([]byte, error) {
 func headerError(line []byte) error {
 	var fields [NumFields]string
 	if _, err := splitLine(line, &fields, nil); err != nil {
-		return &CheckError{Line: 1, Reason: "header: " + err.Error()}
+		return &CheckError{Line: 1, Rule: RuleFormat, Reason: "header: " + err.Error()}
 	}
 	for i, name := range Header {
 		if fields[i] != name {
-			return &CheckError{Line: 1, Field: name, Reason: fmt.Sprintf("header field %d is %q", i+1, fields[i])}
+			return &CheckError{Line: 1, Field: name, Rule: RuleFormat, Reason: fmt.Sprintf("header field %d is %q", i+1, fields[i])}
 		}
 	}
-	return &CheckError{Line: 1, Reason: "header differs from the specification"}
+	return &CheckError{Line: 1, Rule: RuleFormat, Reason: "header differs from the specification"}
 }
 
 // splitLine parses exactly NumFields quoted fields separated by "|" into
-// fields, unescaping `""`. Values are carved out of one scratch buffer.
+// fields, unescaping `""`. Values are copied out of one scratch buffer.
 func splitLine(line []byte, fields *[NumFields]string, scratch []byte) ([]byte, error) {
+	scratch, err := splitFields(line, fields, scratch)
+	if err == nil {
+		for k := range fields {
+			fields[k] = strings.Clone(fields[k])
+		}
+	}
+	return scratch, err
+}
+
+// splitFields is splitLine without the copies: the values alias scratch, so
+// they are valid only until scratch is next written. The writer checks every
+// row it writes this way, and a copy of 34 strings per row would be most of
+// its cost.
+func splitFields(line []byte, fields *[NumFields]string, scratch []byte) ([]byte, error) {
 	var ends [NumFields]int
 	n, i := 0, 0
 	for {
@@ -156,12 +189,14 @@ func splitLine(line []byte, fields *[NumFields]string, scratch []byte) ([]byte, 
 		i++
 		closed := false
 		for i < len(line) {
-			c := line[i]
-			if c != '"' {
-				scratch = append(scratch, c)
-				i++
-				continue
+			// Copy up to the next quote in one go: it closes the field
+			// unless doubled.
+			j := bytes.IndexByte(line[i:], '"')
+			if j < 0 {
+				break
 			}
+			scratch = append(scratch, line[i:i+j]...)
+			i += j
 			if i+1 < len(line) && line[i+1] == '"' {
 				scratch = append(scratch, '"')
 				i += 2
@@ -189,84 +224,26 @@ func splitLine(line []byte, fields *[NumFields]string, scratch []byte) ([]byte, 
 	}
 	start := 0
 	for k := 0; k < NumFields; k++ {
-		fields[k] = string(scratch[start:ends[k]])
+		if ends[k] == start {
+			fields[k] = ""
+		} else {
+			fields[k] = unsafe.String(&scratch[start], ends[k]-start)
+		}
 		start = ends[k]
 	}
 	return scratch, nil
 }
 
-// checkFields applies the value rules; it returns the failing field's name
-// and why, or "" when the row is valid.
-func checkFields(f *[NumFields]string) (field, reason string) {
-	nonEmpty := func(i int) bool { return f[i] != "" }
-	optionalDate := func(i int) bool {
-		if f[i] == "" {
-			return true
-		}
-		_, ok := parseDate(f[i])
-		return ok
+// actionKey returns the constant for a valid ACTION_FLAG, so that counting
+// one keeps no reference to an aliased value.
+func actionKey(s string) string {
+	switch s {
+	case ActionNew:
+		return ActionNew
+	case ActionUpdate:
+		return ActionUpdate
+	case ActionDelete:
+		return ActionDelete
 	}
-	switch {
-	case !ValidNHSNumber(f[0]):
-		return Header[0], "not 10 digits with a valid mod-11 check digit"
-	case !nonEmpty(1):
-		return Header[1], "empty"
-	case !nonEmpty(2):
-		return Header[2], "empty"
-	case !nonEmpty(3) || !optionalDate(3):
-		return Header[3], "not a YYYYMMDD date"
-	case f[4] != "0" && f[4] != "1" && f[4] != "2" && f[4] != "9":
-		return Header[4], "not 0, 1, 2 or 9"
-	case !validDateTime(f[6]):
-		return Header[6], "not YYYYMMDDTHHMMSS00"
-	case !nonEmpty(7):
-		return Header[7], "empty"
-	case f[8] != ODSCodeURI:
-		return Header[8], "not " + ODSCodeURI
-	case !validUUID(f[9], false):
-		return Header[9], "not a lower-case UUID"
-	case !validUniqueIDURI(f[10]):
-		return Header[10], "not an absolute https URI"
-	case f[11] != ActionNew && f[11] != ActionUpdate && f[11] != ActionDelete:
-		return Header[11], "not new, update or delete"
-	case !nonEmpty(14) || !optionalDate(14):
-		return Header[14], "not a YYYYMMDD date"
-	case f[15] != primarySource:
-		return Header[15], "not TRUE"
-	case !validSNOMED(f[16]):
-		return Header[16], "not a SNOMED code"
-	case !nonEmpty(17):
-		return Header[17], "empty"
-	case f[18] != "" && (!allDigits(f[18]) || f[18][0] == '0' || len(f[18]) > 9):
-		return Header[18], "not a positive integer"
-	case !validSNOMED(f[19]):
-		return Header[19], "not a SNOMED code"
-	case !nonEmpty(20):
-		return Header[20], "empty"
-	case !optionalDate(23):
-		return Header[23], "not a YYYYMMDD date"
-	case f[24] != "" && siteTerms[f[24]] == "":
-		return Header[24], "unknown body site code"
-	case f[25] != siteTerms[f[24]]:
-		return Header[25], "does not match SITE_OF_VACCINATION_CODE"
-	case f[26] != "" && routeTerms[f[26]] == "":
-		return Header[26], "unknown route code"
-	case f[27] != routeTerms[f[26]]:
-		return Header[27], "does not match ROUTE_OF_VACCINATION_CODE"
-	case f[28] != "" && !validDecimal(f[28]):
-		return Header[28], "not a decimal"
-	case f[29] != DoseUnitCode:
-		return Header[29], "not " + DoseUnitCode
-	case f[30] != DoseUnitTerm:
-		return Header[30], "not " + DoseUnitTerm
-	case f[31] != "":
-		return Header[31], "not empty"
-	case !nonEmpty(32):
-		return Header[32], "empty"
-	case f[33] != ODSCodeURI && f[33] != SchoolURNURI:
-		return Header[33], "not an ODS or school URN URI"
-	case f[33] == SchoolURNURI && !validURN(f[32]):
-		return Header[32], "school URN is not 1 to 8 digits"
-	}
-	return "", ""
+	return strings.Clone(s)
 }

@@ -18,8 +18,8 @@ func TestCheckAcceptsGoldenFiles(t *testing.T) {
 		rows    int
 		actions map[string]int
 	}{
-		{"spec-row.csv", 1, map[string]int{"new": 1}},
 		{"mixed.csv", 5, map[string]int{"new": 3, "update": 1, "delete": 1}},
+		{"offsets.csv", 9, map[string]int{"new": 9}},
 	}
 	for _, tt := range tests {
 		f, err := os.Open(filepath.Join("testdata", tt.file))
@@ -42,14 +42,34 @@ func TestCheckAcceptsGoldenFiles(t *testing.T) {
 	}
 }
 
-// specLines returns the header and the spec's example row, without "\n".
+// TestCheckRefusesTheOldOffset: the spec's example row, as the system this
+// replaces wrote it (a fixed 00 in BST), is caught; with the offset put right
+// it passes.
+func TestCheckRefusesTheOldOffset(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "spec-row.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Check(bytes.NewReader(b))
+	var ce *CheckError
+	if !errors.As(err, &ce) || ce.Rule != RuleDateAndTime || ce.Line != 2 {
+		t.Fatalf("verbatim spec row: %v, want a date_and_time refusal", err)
+	}
+	header, row := specLines(t)
+	if res, err := Check(strings.NewReader(header + "\n" + row + "\n")); err != nil || res.Rows != 1 {
+		t.Fatalf("corrected spec row: %+v %v", res, err)
+	}
+}
+
+// specLines returns the header and the spec's example row with its
+// DATE_AND_TIME offset put right, without "\n".
 func specLines(t *testing.T) (string, string) {
 	b, err := os.ReadFile(filepath.Join("testdata", "spec-row.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-	return lines[0], lines[1]
+	return lines[0], strings.Replace(lines[1], "T00000000", "T00000001", 1)
 }
 
 // setField replaces field i (0-based) of a row with the raw text v (v
@@ -95,8 +115,24 @@ func TestCheckRejects(t *testing.T) {
 		{"dob format", file(header, setField(row, 3, `"2012-08-18"`)), 2, "PERSON_DOB", "YYYYMMDD"},
 		{"dob not a date", file(header, setField(row, 3, `"20120230"`)), 2, "PERSON_DOB", ""},
 		{"gender", file(header, setField(row, 4, `"3"`)), 2, "PERSON_GENDER_CODE", ""},
-		{"datetime no trailing zeros", file(header, setField(row, 6, `"20230609T000000"`)), 2, "DATE_AND_TIME", ""},
-		{"datetime hour 24", file(header, setField(row, 6, `"20230609T24000000"`)), 2, "DATE_AND_TIME", ""},
+		{"datetime no offset", file(header, setField(row, 6, `"20230609T000000"`)), 2, "DATE_AND_TIME", ""},
+		{"datetime hour 24", file(header, setField(row, 6, `"20230609T24000001"`)), 2, "DATE_AND_TIME", ""},
+		{"datetime GMT offset in summer", file(header, setField(row, 6, `"20230609T00000000"`)), 2, "DATE_AND_TIME", "offset"},
+		{"datetime BST offset in winter", file(header, setField(row, 6, `"20231209T00000001"`)), 2, "DATE_AND_TIME", "offset"},
+		{"datetime in the skipped March hour", file(header, setField(row, 6, `"20240331T01300001"`)), 2, "DATE_AND_TIME", "offset"},
+		{"datetime offset 02", file(header, setField(row, 6, `"20230609T00000002"`)), 2, "DATE_AND_TIME", ""},
+		{"datetime in the future", file(header, setField(row, 6, `"29990609T00000001"`)), 2, "DATE_AND_TIME", "future"},
+		{"dob in the future", file(header, setField(row, 3, `"29990101"`)), 2, "PERSON_DOB", "future"},
+		{"blank surname", file(header, setField(row, 2, `" "`)), 2, "PERSON_SURNAME", "empty"},
+		{"surname too long", file(header, setField(row, 2, `"`+strings.Repeat("x", 36)+`"`)), 2, "PERSON_SURNAME", "35"},
+		{"no postcode", file(header, setField(row, 5, `""`)), 2, "PERSON_POSTCODE", "ZZ99 3WZ"},
+		{"no site code", file(header, setField(row, 7, `""`)), 2, "SITE_CODE", ""},
+		{"procedure check digit", file(header, setField(row, 16, `"761841001"`)), 2, "VACCINATION_PROCEDURE_CODE", "SNOMED"},
+		{"product partition", file(header, setField(row, 19, `"33493111000001120"`)), 2, "VACCINE_PRODUCT_CODE", "SNOMED"},
+		{"dose sequence 10", file(header, setField(row, 18, `"10"`)), 2, "DOSE_SEQUENCE", ""},
+		{"dose amount zero", file(header, setField(row, 28, `"0"`)), 2, "DOSE_AMOUNT", "zero"},
+		{"nose, intramuscular", file(header, setField(setField(row, 24, `"279549004"`), 25, `"Nasal cavity structure (body structure)"`)), 2, "ROUTE_OF_VACCINATION_CODE", "nasal"},
+		{"recorded in the future", file(header, setField(row, 14, `"29990101"`)), 2, "RECORDED_DATE", "future"},
 		{"site code uri", file(header, setField(row, 8, `"https://fhir.nhs.uk/Id/ods-code"`)), 2, "SITE_CODE_TYPE_URI", ""},
 		{"uuid upper case", file(header, setField(row, 9, `"496E37D8-D1AB-4E12-A3A3-9C2E136A0504"`)), 2, "UNIQUE_ID", "lower-case"},
 		{"unique id uri http", file(header, setField(row, 10, `"http://example.com/x"`)), 2, "UNIQUE_ID_URI", ""},
@@ -123,6 +159,9 @@ func TestCheckRejects(t *testing.T) {
 			var ce *CheckError
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a CheckError", err)
+			}
+			if ce.Rule == "" {
+				t.Errorf("no rule named: %v", err)
 			}
 			if ce.Line != tt.line || ce.Field != tt.field || !strings.Contains(ce.Reason, tt.msg) {
 				t.Fatalf("got line %d field %q reason %q (%v); want line %d field %q reason containing %q",
@@ -250,4 +289,19 @@ func BenchmarkWriter(b *testing.B) {
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/row")
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/row")
+}
+
+// TestCheckDeleteNeedsIdentityOnly: a delete row is checked for its identity, action and recorded date,
+// which is all the receiver reads of it.
+func TestCheckDeleteNeedsIdentityOnly(t *testing.T) {
+	header, row := specLines(t)
+	del := setField(setField(setField(row, 11, `"delete"`), 0, `""`), 5, `""`)
+	if _, err := Check(strings.NewReader(header + "\n" + del + "\n")); err != nil {
+		t.Fatalf("delete without NHS number or postcode: %v", err)
+	}
+	_, err := Check(strings.NewReader(header + "\n" + setField(del, 10, `""`) + "\n"))
+	var ce *CheckError
+	if !errors.As(err, &ce) || ce.Rule != RuleUniqueID {
+		t.Fatalf("delete without UNIQUE_ID_URI: %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 // Package dps owns the DPS (NHS England Data Processing Service) vaccination
 // export file: the record a row is made from, the byte-exact pipe-delimited
-// CSV writer, the file name, and a strict format checker.
+// CSV writer, the file name, the row rules of the receiver (NHS England's
+// batch pipeline) and a strict checker that applies the same rules to a file.
 //
 // It writes to an io.Writer and reads from an io.Reader only: it must know
 // nothing of NATS, Postgres or MESH, so that the file format can be tested
@@ -37,9 +38,14 @@ const (
 	// SchoolURNURI types a school URN in LOCATION_CODE.
 	SchoolURNURI = "https://fhir.hl7.org.uk/Id/urn-school-number"
 	// DoseUnitCode and DoseUnitTerm: doses are held in millilitres.
-	DoseUnitCode  = "258773002"
-	DoseUnitTerm  = "Milliliter (qualifier value)"
-	primarySource = "TRUE"
+	DoseUnitCode = "258773002"
+	DoseUnitTerm = "Milliliter (qualifier value)"
+	// UnknownPostcode is PERSON_POSTCODE when none is held: the NHS "address not known" code. The
+	// receiver refuses a row without a postcode.
+	UnknownPostcode = "ZZ99 3WZ"
+	primarySource   = "TRUE"
+	noseSiteCode    = "279549004"
+	nasalRouteCode  = "46713006"
 )
 
 // Action flags.
@@ -57,7 +63,7 @@ type Record struct {
 	Surname     string    // patient's family name
 	DateOfBirth time.Time // a calendar date: its own Year/Month/Day are used, no zone conversion
 	GenderCode  int       // 0 not known, 1 male, 2 female, 9 not specified
-	Postcode    string    // as held; may be empty
+	Postcode    string    // as held; UnknownPostcode is written when empty
 
 	PerformedAt time.Time // instant the vaccine was given; written in Europe/London
 	SiteODSCode string    // ODS code of the team that gave it
@@ -125,9 +131,3 @@ var London = sync.OnceValue(func() *time.Location {
 	}
 	return loc
 })
-
-// FileName is the DPS file name of a programme's export created at createdAt:
-// Vaccinations-{PROGRAMME}-{YYYY-MM-DD}.csv, the date in Europe/London.
-func FileName(programme string, createdAt time.Time) string {
-	return "Vaccinations-" + programme + "-" + createdAt.In(London()).Format("2006-01-02") + ".csv"
-}

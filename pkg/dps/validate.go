@@ -57,10 +57,42 @@ func validUUID(s string, upperOK bool) bool {
 	return true
 }
 
-// validSNOMED reports whether s looks like a SNOMED CT concept id: 6 to 18
-// digits, no leading zero.
-func validSNOMED(s string) bool {
-	return len(s) >= 6 && len(s) <= 18 && s[0] != '0' && allDigits(s)
+// ValidSNOMED reports whether s is a SNOMED CT concept id as the receiver tests one: 6 to 18 digits,
+// no leading zero, a valid Verhoeff check digit, and the partition (the two digits before the check
+// digit) of a concept, 00 or 10. A description or relationship id has the right shape but the wrong
+// partition, and the receiver refuses it.
+func ValidSNOMED(s string) bool {
+	if len(s) < 6 || len(s) > 18 || s[0] == '0' || !allDigits(s) {
+		return false
+	}
+	if p := s[len(s)-3 : len(s)-1]; p != "00" && p != "10" {
+		return false
+	}
+	return verhoeffValid(s)
+}
+
+// The Verhoeff scheme's tables: multiplication in the dihedral group D5 and the position permutation.
+var (
+	verhoeffD = [10][10]byte{
+		{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 4, 0, 6, 7, 8, 9, 5}, {2, 3, 4, 0, 1, 7, 8, 9, 5, 6},
+		{3, 4, 0, 1, 2, 8, 9, 5, 6, 7}, {4, 0, 1, 2, 3, 9, 5, 6, 7, 8}, {5, 9, 8, 7, 6, 0, 4, 3, 2, 1},
+		{6, 5, 9, 8, 7, 1, 0, 4, 3, 2}, {7, 6, 5, 9, 8, 2, 1, 0, 4, 3}, {8, 7, 6, 5, 9, 3, 2, 1, 0, 4},
+		{9, 8, 7, 6, 5, 4, 3, 2, 1, 0},
+	}
+	verhoeffP = [8][10]byte{
+		{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 5, 7, 6, 2, 8, 3, 0, 9, 4}, {5, 8, 0, 3, 7, 9, 6, 1, 4, 2},
+		{8, 9, 1, 6, 0, 4, 3, 5, 2, 7}, {9, 4, 5, 3, 1, 2, 6, 8, 7, 0}, {4, 2, 8, 6, 5, 7, 3, 9, 0, 1},
+		{2, 7, 9, 3, 8, 0, 6, 4, 1, 5}, {7, 0, 4, 6, 9, 1, 3, 2, 5, 8},
+	}
+)
+
+// verhoeffValid reports whether the digits of s, check digit last, pass the Verhoeff check.
+func verhoeffValid(s string) bool {
+	var c byte
+	for i := 0; i < len(s); i++ {
+		c = verhoeffD[c][verhoeffP[i%8][s[len(s)-1-i]-'0']]
+	}
+	return c == 0
 }
 
 // validDecimal reports whether s is a non-negative decimal as Postgres
@@ -128,21 +160,6 @@ func parseDate(s string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return t, true
-}
-
-// validDateTime checks YYYYMMDDTHHMMSS00 (the trailing "00" is fixed).
-func validDateTime(s string) bool {
-	if len(s) != 17 || s[8] != 'T' || s[15:] != "00" {
-		return false
-	}
-	if _, ok := parseDate(s[:8]); !ok {
-		return false
-	}
-	clock := s[9:15]
-	if !allDigits(clock) {
-		return false
-	}
-	return atoi(clock[0:2]) < 24 && atoi(clock[2:4]) < 60 && atoi(clock[4:6]) < 60
 }
 
 func atoi(s string) int {

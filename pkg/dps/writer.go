@@ -23,21 +23,25 @@ import (
 type Options struct {
 	// UniqueIDURI is written in UNIQUE_ID_URI; DefaultUniqueIDURI when empty.
 	UniqueIDURI string
+	// Now is the clock "in the future" is measured from; time.Now when nil.
+	Now func() time.Time
 }
 
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("dps: writer closed")
 
-// RecordError says why a record cannot be written; nothing of it was
+// RecordError says why a record cannot be written: the receiver would
+// refuse its row, or it cannot be written as a row at all. Nothing of it was
 // written. It names the record by UUID only, never by patient details.
 type RecordError struct {
 	UUID   string
+	Rule   Rule
 	Field  string // DPS field name
 	Reason string
 }
 
 func (e *RecordError) Error() string {
-	return fmt.Sprintf("dps record %s: %s: %s", e.UUID, e.Field, e.Reason)
+	return fmt.Sprintf("dps record %s: %s: %s (rule %s)", e.UUID, e.Field, e.Reason, e.Rule)
 }
 
 // Writer writes a DPS file: the header, then one line per Write. It buffers;
@@ -48,7 +52,11 @@ type Writer struct {
 	bw          *bufio.Writer
 	uniqueIDURI string
 	london      *time.Location
+	now         func() time.Time
 	row         []byte // reused line buffer: one Write to bufio per row
+	fields      [NumFields]string
+	scratch     []byte // the row's values, unquoted, for the row rules
+	rules       rowRules
 	rows        int
 	header      bool
 	closed      bool
@@ -65,7 +73,12 @@ func NewWriter(w io.Writer, opts Options) *Writer {
 		bw:          bufio.NewWriterSize(w, 64<<10),
 		uniqueIDURI: uri,
 		london:      London(),
+		now:         opts.Now,
 		row:         make([]byte, 0, 1024),
+		scratch:     make([]byte, 0, 1024),
+	}
+	if wr.now == nil {
+		wr.now = time.Now
 	}
 	if !validUniqueIDURI(uri) {
 		wr.err = fmt.Errorf("dps: UniqueIDURI %q is not an absolute https URI", uri)
@@ -76,9 +89,10 @@ func NewWriter(w io.Writer, opts Options) *Writer {
 // Rows is the number of rows written so far (the header excluded).
 func (w *Writer) Rows() int { return w.rows }
 
-// Write validates r and appends its line. A *RecordError means r was
-// refused and nothing was written; the writer stays usable. Any other error
-// is from the underlying writer and is sticky.
+// Write formats r's line, applies the row rules to it (the very rules Check
+// applies to a file) and appends it. A *RecordError means r was refused and
+// nothing was written; the writer stays usable. Any other error is from the
+// underlying writer and is sticky.
 func (w *Writer) Write(r Record) error {
 	if w.closed {
 		return ErrClosed
@@ -90,10 +104,19 @@ func (w *Writer) Write(r Record) error {
 	if err := w.validate(&r, performed, created); err != nil {
 		return err
 	}
+	w.row = w.appendRow(w.row[:0], &r, performed, created)
+	var err error
+	w.scratch, err = splitFields(w.row[:len(w.row)-1], &w.fields, w.scratch[:0])
+	if err != nil { // a bug in appendRow, not bad data
+		w.err = fmt.Errorf("dps: record %s made a malformed line: %w", r.UUID, err)
+		return w.err
+	}
+	if ref := w.rules.check(&w.fields, w.now()); !ref.ok() {
+		return &RecordError{UUID: r.UUID, Rule: ref.Rule, Field: ref.Field, Reason: ref.Reason}
+	}
 	if err := w.writeHeader(); err != nil {
 		return err
 	}
-	w.row = w.appendRow(w.row[:0], &r, performed, created)
 	if _, err := w.bw.Write(w.row); err != nil {
 		w.err = fmt.Errorf("dps: write row: %w", err)
 		return w.err
@@ -154,10 +177,14 @@ func (w *Writer) writeHeader() error {
 	return nil
 }
 
-// validate refuses what would make an invalid row, mirroring Check.
+// validate refuses what cannot be written as a row at all: text that is not
+// UTF-8, a missing or unprintable date, a time the receiver's offsets cannot
+// express, and values the row would silently lose (an unknown site or
+// route, a negative dose number). Everything else is left to the row rules,
+// applied to the formatted line.
 func (w *Writer) validate(r *Record, performed, created time.Time) error {
-	bad := func(field, reason string) error {
-		return &RecordError{UUID: r.UUID, Field: field, Reason: reason}
+	bad := func(rule Rule, field, reason string) error {
+		return &RecordError{UUID: r.UUID, Rule: rule, Field: field, Reason: reason}
 	}
 	for _, f := range [...]struct{ name, v string }{
 		{"NHS_NUMBER", r.NHSNumber}, {"PERSON_FORENAME", r.Forename}, {"PERSON_SURNAME", r.Surname},
@@ -165,55 +192,34 @@ func (w *Writer) validate(r *Record, performed, created time.Time) error {
 		{"PERFORMING_PROFESSIONAL_FORENAME", r.VaccinatorFullName},
 		{"VACCINATION_PROCEDURE_TERM", r.ProcedureTerm}, {"VACCINE_PRODUCT_TERM", r.ProductTerm},
 		{"VACCINE_MANUFACTURER", r.Manufacturer}, {"BATCH_NUMBER", r.BatchName},
-		{"LOCATION_CODE", r.LocationODSCode},
+		{"LOCATION_CODE", r.LocationODSCode}, {"DOSE_AMOUNT", r.DoseAmount}, {"VACCINATION_PROCEDURE_CODE", r.ProcedureCode},
+		{"VACCINE_PRODUCT_CODE", r.ProductCode}, {"ACTION_FLAG", r.Action},
 	} {
 		if !utf8.ValidString(f.v) {
-			return bad(f.name, "not valid UTF-8")
+			return bad(RuleFormat, f.name, "not valid UTF-8")
 		}
 	}
 	switch {
-	case !ValidNHSNumber(r.NHSNumber):
-		return bad("NHS_NUMBER", "not 10 digits with a valid mod-11 check digit")
-	case r.Forename == "":
-		return bad("PERSON_FORENAME", "empty")
-	case r.Surname == "":
-		return bad("PERSON_SURNAME", "empty")
-	case r.DateOfBirth.IsZero() || !writableYear(r.DateOfBirth.Year()):
-		return bad("PERSON_DOB", "missing or out of range")
-	case !validGender(r.GenderCode):
-		return bad("PERSON_GENDER_CODE", "not 0, 1, 2 or 9")
-	case r.PerformedAt.IsZero() || !writableYear(performed.Year()):
-		return bad("DATE_AND_TIME", "missing or out of range")
-	case r.SiteODSCode == "":
-		return bad("SITE_CODE", "empty")
 	case !validUUID(r.UUID, true):
-		return bad("UNIQUE_ID", "not a UUID")
-	case r.Action != ActionNew && r.Action != ActionUpdate && r.Action != ActionDelete:
-		return bad("ACTION_FLAG", "not new, update or delete")
+		return bad(RuleUniqueID, "UNIQUE_ID", "not a UUID")
+	case r.DateOfBirth.IsZero() || !writableYear(r.DateOfBirth.Year()):
+		return bad(RuleDateOfBirth, "PERSON_DOB", "missing or out of range")
+	case r.PerformedAt.IsZero() || !writableYear(performed.Year()):
+		return bad(RuleDateAndTime, "DATE_AND_TIME", "missing or out of range")
+	case offsetSuffix(performed) == "":
+		return bad(RuleDateAndTime, "DATE_AND_TIME", "UK offset then was neither GMT nor BST")
 	case r.CreatedAt.IsZero() || !writableYear(created.Year()):
-		return bad("RECORDED_DATE", "missing or out of range")
-	case !validSNOMED(r.ProcedureCode):
-		return bad("VACCINATION_PROCEDURE_CODE", "not a SNOMED code")
-	case r.ProcedureTerm == "":
-		return bad("VACCINATION_PROCEDURE_TERM", "empty")
+		return bad(RuleRecordedDate, "RECORDED_DATE", "missing or out of range")
 	case r.DoseSequence < 0 || r.DoseSequence > 999_999_999:
-		return bad("DOSE_SEQUENCE", "negative or more than 9 digits")
-	case !validSNOMED(r.ProductCode):
-		return bad("VACCINE_PRODUCT_CODE", "not a SNOMED code")
-	case r.ProductTerm == "":
-		return bad("VACCINE_PRODUCT_TERM", "empty")
+		return bad(RuleDoseSequence, "DOSE_SEQUENCE", "negative or more than 9 digits")
 	case !r.BatchExpiry.IsZero() && !writableYear(r.BatchExpiry.Year()):
-		return bad("EXPIRY_DATE", "out of range")
-	case r.DoseAmount != "" && !validDecimal(r.DoseAmount):
-		return bad("DOSE_AMOUNT", "not a decimal")
-	case r.SchoolURN != "" && !validURN(r.SchoolURN):
-		return bad("LOCATION_CODE", "school URN is not 1 to 8 digits")
+		return bad(RuleExpiryDate, "EXPIRY_DATE", "out of range")
 	}
 	if _, ok := deliverySites[r.DeliverySite]; r.DeliverySite != "" && !ok {
-		return bad("SITE_OF_VACCINATION_CODE", "unknown delivery site")
+		return bad(RuleBodySite, "SITE_OF_VACCINATION_CODE", "unknown delivery site")
 	}
 	if _, ok := deliveryMethods[r.DeliveryMethod]; r.DeliveryMethod != "" && !ok {
-		return bad("ROUTE_OF_VACCINATION_CODE", "unknown delivery method")
+		return bad(RuleRoute, "ROUTE_OF_VACCINATION_CODE", "unknown delivery method")
 	}
 	return nil
 }
@@ -228,7 +234,11 @@ func (w *Writer) appendRow(dst []byte, r *Record, performed, created time.Time) 
 	dst = append(dst, `|"`...)
 	dst = strconv.AppendInt(dst, int64(r.GenderCode), 10)
 	dst = append(dst, '"', '|')
-	dst = appendQuoted(dst, r.Postcode)
+	if strings.TrimSpace(r.Postcode) == "" {
+		dst = append(dst, `"`+UnknownPostcode+`"`...)
+	} else {
+		dst = appendQuoted(dst, r.Postcode)
+	}
 	dst = appendDateTime(append(dst, '|'), performed)
 	dst = appendQuoted(append(dst, '|'), r.SiteODSCode)
 	dst = append(dst, `|"`+ODSCodeURI+`"|"`...)
@@ -339,28 +349,36 @@ func appendClean(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// appendDate appends "YYYYMMDD" of t's own calendar date.
+// appendDate appends "YYYYMMDD", quoted, of t's own calendar date.
 func appendDate(dst []byte, t time.Time) []byte {
-	y, m, d := t.Date()
-	dst = append(dst, '"')
-	dst = append4(dst, y)
-	dst = append2(dst, int(m))
-	dst = append2(dst, d)
-	return append(dst, '"')
+	return append(appendYMD(append(dst, '"'), t), '"')
 }
 
-// appendDateTime appends "YYYYMMDDTHHMMSS00" of t in its own location.
-func appendDateTime(dst []byte, t time.Time) []byte {
+// appendYMD appends YYYYMMDD of t's own calendar date.
+func appendYMD(dst []byte, t time.Time) []byte {
 	y, m, d := t.Date()
-	hh, mm, ss := t.Clock()
-	dst = append(dst, '"')
 	dst = append4(dst, y)
 	dst = append2(dst, int(m))
-	dst = append2(dst, d)
-	dst = append(dst, 'T')
+	return append2(dst, d)
+}
+
+// appendWallClock appends YYYYMMDDTHHMMSS of t in its own location.
+func appendWallClock(dst []byte, t time.Time) []byte {
+	hh, mm, ss := t.Clock()
+	dst = append(appendYMD(dst, t), 'T')
 	dst = append2(dst, hh)
 	dst = append2(dst, mm)
-	dst = append2(dst, ss)
+	return append2(dst, ss)
+}
+
+// appendDateTime appends "YYYYMMDDTHHMMSSZZ", quoted, of t, already in
+// Europe/London, ZZ being its offset: 00 in GMT, 01 in BST (validate has
+// refused any other).
+func appendDateTime(dst []byte, t time.Time) []byte {
+	dst = appendWallClock(append(dst, '"'), t)
+	if _, off := t.Zone(); off == 3600 {
+		return append(dst, '0', '1', '"')
+	}
 	return append(dst, '0', '0', '"')
 }
 

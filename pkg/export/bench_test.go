@@ -25,8 +25,11 @@ import (
 const copyBaseline = `
 COPY (
 SELECT coalesce(pa.nhs_number, ''), pa.given_name, pa.family_name, to_char(pa.date_of_birth, 'YYYYMMDD'),
-       pa.gender_code::text, coalesce(pa.address_postcode, ''),
-       to_char(r.performed_at AT TIME ZONE 'Europe/London', 'YYYYMMDD"T"HH24MISS"00"'),
+       pa.gender_code::text,
+       CASE WHEN btrim(coalesce(pa.address_postcode, '')) = '' THEN 'ZZ99 3WZ' ELSE pa.address_postcode END,
+       to_char(r.performed_at AT TIME ZONE 'Europe/London', 'YYYYMMDD"T"HH24MISS') ||
+           CASE WHEN (r.performed_at AT TIME ZONE 'Europe/London') - (r.performed_at AT TIME ZONE 'UTC') = interval '1 hour'
+                THEN '01' ELSE '00' END,
        t.ods_code, 'https://fhir.nhs.uk/Id/ods-organization-code', r.uuid::text,
        'https://manage-vaccinations-in-schools.nhs.uk/vaccination-records', er.action,
        coalesce(substring(va.full_name from '^\S+'), ''), coalesce(substring(va.full_name from '^\S+\s+(.*)$'), ''),

@@ -60,16 +60,25 @@ type Result struct {
 	RequestID string `json:"request_id"`
 	// Actions counts rows per ACTION_FLAG (new, update, delete).
 	Actions map[string]int `json:"actions,omitempty"`
-	// Refused counts records the DPS writer refused (invalid data); they stay queued and are logged by
-	// UUID.
+	// Refused counts records left out of the file because the receiver would refuse their row; they stay
+	// queued, listed with their reason by `producer refused`, and go out once put right.
 	Refused int `json:"refused,omitempty"`
+	// RefusedByRule counts them per broken rule (dps.Rule).
+	RefusedByRule map[string]int `json:"refused_by_rule,omitempty"`
 }
 
-// UnknownProgrammeError is returned when a request names a programme the database does not know. It is
-// the requester's mistake, not an outage: the request consumer dead-letters it.
-type UnknownProgrammeError struct{ Programme string }
+// UnknownProgrammeError is returned when a request names a programme the database does not know, or
+// one the receiver has no vaccine type for (so no file of it could be named or taken). It is the
+// requester's mistake, not an outage: the request consumer dead-letters it.
+type UnknownProgrammeError struct {
+	Programme     string
+	NoVaccineType bool // known to the database, but not to the receiver
+}
 
 func (e *UnknownProgrammeError) Error() string {
+	if e.NoVaccineType {
+		return fmt.Sprintf("programme %q has no DPS vaccine type: nothing of it can be sent", e.Programme)
+	}
 	return fmt.Sprintf("unknown programme %q", e.Programme)
 }
 
@@ -90,6 +99,9 @@ type Config struct {
 	Objects jetstream.ObjectStore
 	// UniqueIDURI is the DPS UNIQUE_ID_URI; dps.DefaultUniqueIDURI when empty.
 	UniqueIDURI string
+	// SenderODS is our organisation's ODS code, part of every file name (DPS_SENDER_ODS_CODE); Export
+	// refuses to run without a valid one.
+	SenderODS string
 	// Logger; nil logs nothing. Metrics; nil means no metrics (a private set nobody scrapes).
 	Logger  *slog.Logger
 	Metrics *Metrics
@@ -103,6 +115,7 @@ type Exporter struct {
 	log         *slog.Logger
 	metrics     *Metrics
 	uniqueIDURI string
+	senderODS   string
 }
 
 // New checks cfg and returns an Exporter. It contacts nothing.
@@ -116,7 +129,8 @@ func New(cfg Config) (*Exporter, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Exporter{pool: cfg.Pool, objects: cfg.Objects, log: cfg.Logger, metrics: cfg.Metrics, uniqueIDURI: cfg.UniqueIDURI}, nil
+	return &Exporter{pool: cfg.Pool, objects: cfg.Objects, log: cfg.Logger, metrics: cfg.Metrics, uniqueIDURI: cfg.UniqueIDURI,
+		senderODS: cfg.SenderODS}, nil
 }
 
 // Option adjusts one Export call.
@@ -152,6 +166,9 @@ func (e *Exporter) Export(ctx context.Context, req Request, opts ...Option) ([]R
 	if !req.DryRun && e.objects == nil {
 		return nil, errors.New("export: no object store configured")
 	}
+	if !dps.ValidODSCode(e.senderODS) {
+		return nil, errors.New("export: no valid sender ODS code configured (DPS_SENDER_ODS_CODE)")
+	}
 	progs, err := e.programmes(ctx, req.Programme)
 	if err != nil {
 		return nil, err
@@ -160,7 +177,7 @@ func (e *Exporter) Export(ctx context.Context, req Request, opts ...Option) ([]R
 	for _, p := range progs {
 		start := time.Now()
 		res, err := e.exportProgramme(ctx, req, p, o)
-		e.metrics.observe(res, err, time.Since(start))
+		e.metrics.observe(res, req.DryRun, err, time.Since(start))
 		if err != nil {
 			return results, fmt.Errorf("export %s for request %s: %w", p.code, req.ID, err)
 		}
@@ -208,7 +225,20 @@ func (e *Exporter) programmes(ctx context.Context, code string) ([]programme, er
 	if len(progs) == 0 && code != AllProgrammes {
 		return nil, &UnknownProgrammeError{Programme: code}
 	}
-	return progs, nil
+	// A programme the receiver has no vaccine type for is refused before anything is built. In ALL it is
+	// left out, loudly: its records stay queued until the table in pkg/dps learns it.
+	known := progs[:0]
+	for _, p := range progs {
+		if _, ok := dps.VaccineType(p.code); ok {
+			known = append(known, p)
+			continue
+		}
+		if code != AllProgrammes {
+			return nil, &UnknownProgrammeError{Programme: code, NoVaccineType: true}
+		}
+		e.log.Warn("programme left out of the export: DPS has no vaccine type for it", slog.String("programme", p.code))
+	}
+	return known, nil
 }
 
 // exportProgramme is the transaction described in the package documentation.
@@ -264,14 +294,16 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 		return res, fmt.Errorf("look for an existing export: %w", err)
 	}
 
-	var now time.Time
-	if err := tx.QueryRow(ctx, sqlNow).Scan(&now); err != nil {
+	var now, fileTime time.Time
+	if err := tx.QueryRow(ctx, sqlNow, p.id).Scan(&now, &fileTime); err != nil {
 		return res, fmt.Errorf("read clock: %w", err)
 	}
 	id := uuid.New()
 	res.ExportID = id.String()
-	res.Filename = dps.FileName(p.code, now)
-	if _, err := tx.Exec(ctx, sqlInsertExport, id, p.id, req.ID, res.Filename, now); err != nil {
+	if res.Filename, err = dps.FileName(p.code, e.senderODS, fileTime); err != nil {
+		return res, fmt.Errorf("name the file: %w", err)
+	}
+	if _, err := tx.Exec(ctx, sqlInsertExport, id, p.id, req.ID, res.Filename, now, fileTime); err != nil {
 		return res, fmt.Errorf("insert export: %w", err)
 	}
 	t := newRunTimer(lockedAt)
@@ -289,7 +321,7 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 	e.log.Debug("candidates decided", slog.String("programme", p.code), slog.Int64("candidates", decided),
 		slog.Int("linked", linked))
 	if linked == 0 {
-		return e.finishEmpty(ctx, tx, req, res, t, &committing)
+		return e.finishEmpty(ctx, tx, req, p, res, t, &committing)
 	}
 
 	copyTo, err := openCopy(o, res)
@@ -314,7 +346,8 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 		// are not committed yet). Nothing is lost by starting again: the retry decides without it.
 		return res, fmt.Errorf("%d records linked but %d read back: a record was deleted while the export ran; retry", linked, read)
 	}
-	res.Rows, res.SizeBytes, res.SHA256, res.Refused = built.rows, built.size, built.sha256, len(built.refused)
+	res.Rows, res.SizeBytes, res.SHA256 = built.rows, built.size, built.sha256
+	res.Refused, res.RefusedByRule = len(built.refused), refusedByRule(built.refused)
 	if len(built.changed) > 0 {
 		e.log.Info("records changed while their export was built are left for the next export",
 			slog.String("export_id", res.ExportID), slog.Int("changed", len(built.changed)))
@@ -322,16 +355,17 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 			return res, fmt.Errorf("unlink changed records: %w", err)
 		}
 	}
-	if len(built.refused) > 0 {
-		if _, err := tx.Exec(ctx, sqlUnlinkRefused, id, built.refused); err != nil {
-			return res, fmt.Errorf("unlink refused records: %w", err)
-		}
+	if err := keepRefused(ctx, tx, id, p.id, built.refused); err != nil {
+		return res, err
 	}
 	if built.rows == 0 {
-		// Every record was refused: the whole run is rolled back so they all stay queued.
-		res.ExportID, res.Filename, res.SizeBytes, res.SHA256 = "", "", 0, ""
-		res.Status = NothingToSend
-		return res, nil
+		// Every record was refused (or changed since it was decided): no file, and the export row goes,
+		// but the refusals are committed so that they are listed and counted; the records stay queued.
+		if storedObject != "" {
+			e.deleteObject(ctx, storedObject)
+			storedObject = ""
+		}
+		return e.finishEmpty(ctx, tx, req, p, res, t, &committing)
 	}
 	res.Actions = built.actions
 	if req.DryRun {
@@ -345,7 +379,7 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 		return res, err
 	}
 	t.mark("finish")
-	if err := e.takeAndCommit(ctx, tx, res, t, &committing); err != nil {
+	if err := e.takeAndCommit(ctx, tx, p, res, t, &committing); err != nil {
 		return res, fmt.Errorf("commit export %s: %w", res.ExportID, err)
 	}
 	res.Status = Created
@@ -423,12 +457,17 @@ func withLocalSettings(ctx context.Context, tx pgx.Tx, settings [][2]string, fn 
 // takeAndCommit takes the decided candidates off the queue and commits. The candidates' row locks are
 // held from here to the end of the commit, the programme's advisory lock from the start of the run; both
 // are logged, with the time of each step.
-func (e *Exporter) takeAndCommit(ctx context.Context, tx pgx.Tx, res Result, t *runTimer, committing *bool) error {
+func (e *Exporter) takeAndCommit(ctx context.Context, tx pgx.Tx, p programme, res Result, t *runTimer, committing *bool) error {
 	taken, err := takeDecided(ctx, tx)
 	if err != nil {
 		return err
 	}
 	t.mark("take")
+	// Refusals of records no longer queued are done with: the records went out in this export, or no
+	// longer need sending. A record refused in this run was queued again, so its refusal stays.
+	if _, err := tx.Exec(ctx, sqlForgetRefused, p.id); err != nil {
+		return fmt.Errorf("forget refusals: %w", err)
+	}
 	*committing = true
 	if err := tx.Commit(ctx); err != nil {
 		return err
@@ -441,18 +480,18 @@ func (e *Exporter) takeAndCommit(ctx context.Context, tx pgx.Tx, res Result, t *
 	return nil
 }
 
-// finishEmpty ends a run that linked nothing: the export row goes, the candidates it decided stay
-// removed (they needed nothing), and no file is made.
-func (e *Exporter) finishEmpty(ctx context.Context, tx pgx.Tx, req Request, res Result, t *runTimer, committing *bool) (Result, error) {
+// finishEmpty ends a run that put no row in a file: the export row goes, the candidates it decided are
+// taken (they needed nothing; refused ones were queued again), and no file is made.
+func (e *Exporter) finishEmpty(ctx context.Context, tx pgx.Tx, req Request, p programme, res Result, t *runTimer, committing *bool) (Result, error) {
 	if _, err := tx.Exec(ctx, sqlDeleteExport, res.ExportID); err != nil {
 		return res, fmt.Errorf("drop empty export: %w", err)
 	}
-	res.ExportID, res.Filename = "", ""
+	res.ExportID, res.Filename, res.SizeBytes, res.SHA256 = "", "", 0, ""
 	res.Status = NothingToSend
 	if req.DryRun {
 		return res, nil
 	}
-	if err := e.takeAndCommit(ctx, tx, res, t, committing); err != nil {
+	if err := e.takeAndCommit(ctx, tx, p, res, t, committing); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
 	}
 	return res, nil
@@ -475,8 +514,8 @@ type fileStats struct {
 	size         int64
 	sha256       string
 	actions      map[string]int
-	refused      []int64 // record ids the writer refused
-	changed      []int64 // record ids changed since they were decided
+	refused      []refusal // records the row rules refused, in file order
+	changed      []int64   // record ids changed since they were decided
 	objectStored bool
 }
 

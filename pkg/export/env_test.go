@@ -60,7 +60,7 @@ func (e *env) newPool() *pgxpool.Pool {
 }
 
 func (e *env) exporter(pool *pgxpool.Pool) *Exporter {
-	x, err := New(Config{Pool: pool, Objects: e.objects, Logger: e.log})
+	x, err := New(Config{Pool: pool, Objects: e.objects, Logger: e.log, SenderODS: testSenderODS})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -74,6 +74,9 @@ func (e *env) relay(pool *pgxpool.Pool) *outbox.Relay {
 	}
 	return r
 }
+
+// testSenderODS is the sender's ODS code in every test file name.
+const testSenderODS = "X26SBX"
 
 // request makes a request with a fresh id.
 func request(programme string) Request {

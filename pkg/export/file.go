@@ -19,9 +19,10 @@ const maxRefusalLogs = 20
 
 // writeFile streams the rows of an export, in file order, through a dps.Writer into w. pgx reads the
 // result set from the socket as rows are consumed, so memory holds one row at a time plus buffers.
-// Records the writer refuses are left out of the file and returned by id; their refusal is logged by
-// UUID, field and reason only (never patient details). So are records whose version is no longer the
-// one linked (a writer changed them after they were decided).
+// Records the writer refuses (their row breaks one of the receiver's row rules) are left out of the file
+// and returned with the rule; their refusal is logged by UUID, rule, field and reason only (never
+// patient details). Records whose version is no longer the one linked (a writer changed them after they
+// were decided) are left out too, and returned by id.
 func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w io.Writer) (fileStats, error) {
 	st := fileStats{actions: map[string]int{}}
 	dw := dps.NewWriter(w, dps.Options{UniqueIDURI: e.uniqueIDURI})
@@ -63,11 +64,11 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 				return st, fmt.Errorf("write file of export %s: %w", exportID, err)
 			}
 			if len(st.refused) < maxRefusalLogs {
-				e.log.Warn("record left out of the DPS file: DPS would reject it",
-					slog.String("export_id", exportID), slog.String("record_uuid", re.UUID),
+				e.log.Warn("record left out of the DPS file: the receiver would refuse its row; it stays queued",
+					slog.String("export_id", exportID), slog.String("record_uuid", re.UUID), slog.String("rule", string(re.Rule)),
 					slog.String("field", re.Field), slog.String("reason", re.Reason))
 			}
-			st.refused = append(st.refused, id)
+			st.refused = append(st.refused, refusal{recordID: id, action: rec.Action, rule: string(re.Rule), field: re.Field, reason: re.Reason})
 			continue
 		}
 		st.actions[rec.Action]++
@@ -80,7 +81,7 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 	}
 	st.rows = dw.Rows()
 	if n := len(st.refused); n > 0 {
-		e.log.Warn("records left out of the DPS file", slog.String("export_id", exportID), slog.Int("refused", n))
+		e.log.Warn("records left out of the DPS file; `producer refused` lists them", slog.String("export_id", exportID), slog.Int("refused", n))
 	}
 	return st, nil
 }

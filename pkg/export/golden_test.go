@@ -22,7 +22,9 @@ func at(day, hour, minute int) time.Time {
 	return time.Date(2024, 9, day, hour, minute, 0, 0, london)
 }
 
-// TestSpecRow: the record behind the spec's real row gives exactly that row.
+// TestSpecRow: the record behind the spec's real row gives exactly that row, except DATE_AND_TIME, which
+// carries the BST offset (01) where the system the spec's row comes from wrote 00. The file name is the
+// receiver's, from the export's creation time.
 func TestSpecRow(t *testing.T) {
 	e := newEnv(t)
 	e.addRecord(demodata.GoldenRecord())
@@ -30,15 +32,21 @@ func TestSpecRow(t *testing.T) {
 	if res.Status != Created || res.Rows != 1 {
 		t.Fatalf("result %+v, want one row created", res)
 	}
-	want, err := os.ReadFile("../dps/testdata/spec-row.csv")
+	verbatim, err := os.ReadFile("../dps/testdata/spec-row.csv")
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := bytes.Replace(verbatim, []byte(`|"20230609T00000000"|`), []byte(`|"20230609T00000001"|`), 1)
 	if got := e.file(res.ExportID); !bytes.Equal(got, want) {
 		t.Fatalf("file differs from the spec's row\n got: %q\nwant: %q", got, want)
 	}
-	if res.Filename != dps.FileName("HPV", time.Now()) {
-		t.Errorf("filename %s", res.Filename)
+	var createdAt time.Time
+	if err := e.pool.QueryRow(t.Context(), `SELECT created_at FROM dps_exports WHERE id = $1`, res.ExportID).Scan(&createdAt); err != nil {
+		t.Fatal(err)
+	}
+	p, err := dps.ParseFileName(res.Filename)
+	if err != nil || p.Programme != "HPV" || p.SenderODS != testSenderODS || !p.At.Equal(createdAt.Truncate(time.Second)) {
+		t.Errorf("filename %s (%+v, %v), want HPV from %s at %v", res.Filename, p, err, testSenderODS, createdAt)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nhs-dps/dps-pipeline/pkg/dps"
 )
 
 // Metrics are the producer's Prometheus metrics.
@@ -12,7 +14,7 @@ type Metrics struct {
 	RequestsReceived *prometheus.CounterVec   // by outcome: exported, dead_lettered, retried
 	ExportsCreated   *prometheus.CounterVec   // by programme
 	RowsExported     *prometheus.CounterVec   // by programme
-	RowsRefused      *prometheus.CounterVec   // by programme
+	RowsRefused      *prometheus.CounterVec   // by programme and reason (the dps.Rule broken)
 	DeadLetters      *prometheus.CounterVec   // by reason kind
 	ExportDuration   *prometheus.HistogramVec // by status
 }
@@ -34,8 +36,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dps_producer_rows_exported_total", Help: "Rows written to committed DPS files, by programme.",
 		}, []string{"programme"}),
 		RowsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dps_producer_rows_refused_total", Help: "Records left out of a DPS file because DPS would reject them, by programme.",
-		}, []string{"programme"}),
+			Name: "dps_producer_rows_refused_total", Help: "Records left out of a DPS file because the receiver would refuse their row, by programme and reason (the rule broken). They stay queued.",
+		}, []string{"programme", "reason"}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dps_producer_dead_letters_total", Help: "Requests sent to dps.deadletter.request, by kind of reason.",
 		}, []string{"kind"}),
@@ -65,11 +67,13 @@ func (m *Metrics) InitProgrammes(codes []string) {
 	for _, c := range codes {
 		m.ExportsCreated.WithLabelValues(c)
 		m.RowsExported.WithLabelValues(c)
-		m.RowsRefused.WithLabelValues(c)
+		for _, rule := range dps.Rules() {
+			m.RowsRefused.WithLabelValues(c, string(rule))
+		}
 	}
 }
 
-func (m *Metrics) observe(res Result, err error, took time.Duration) {
+func (m *Metrics) observe(res Result, dryRun bool, err error, took time.Duration) {
 	status := string(res.Status)
 	var unknown *UnknownProgrammeError
 	switch {
@@ -82,8 +86,10 @@ func (m *Metrics) observe(res Result, err error, took time.Duration) {
 	if err != nil {
 		return
 	}
-	if res.Refused > 0 {
-		m.RowsRefused.WithLabelValues(res.Programme).Add(float64(res.Refused))
+	if !dryRun { // a dry run changes nothing, and its refusals will be counted by the real run
+		for rule, n := range res.RefusedByRule {
+			m.RowsRefused.WithLabelValues(res.Programme, rule).Add(float64(n))
+		}
 	}
 	if res.Status == Created {
 		m.ExportsCreated.WithLabelValues(res.Programme).Inc()

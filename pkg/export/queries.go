@@ -12,8 +12,16 @@ const lockClass = 0x445053 // "DPS"
 const sqlLockProgramme = `SELECT pg_advisory_xact_lock($1::int4, $2::int4)`
 
 // sqlNow is read after the lock is held, from the database's clock, so that an export created later under
-// the lock always has a later created_at than the one before it, whichever host runs the producer.
-const sqlNow = `SELECT clock_timestamp()`
+// the lock always has a later created_at than the one before it, whichever host runs the producer. It
+// also gives the instant the file is named after: this second, or one second after the programme's last
+// name when that second is taken (two exports within one second), so a name is never used twice.
+// $1 programme id.
+const sqlNow = `
+WITH c AS (SELECT clock_timestamp() AS now)
+SELECT c.now,
+       greatest(date_trunc('second', c.now),
+                (SELECT max(file_time) + interval '1 second' FROM dps_exports WHERE programme_id = $1 AND file_time IS NOT NULL))
+FROM c`
 
 const sqlProgrammes = `SELECT id, code FROM programmes ORDER BY code`
 
@@ -34,8 +42,8 @@ SELECT id::text, filename, row_count, coalesce(size_bytes, 0), coalesce(sha256, 
 FROM dps_exports WHERE request_id = $1 AND programme_id = $2`
 
 const sqlInsertExport = `
-INSERT INTO dps_exports (id, programme_id, request_id, filename, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $5)`
+INSERT INTO dps_exports (id, programme_id, request_id, filename, created_at, updated_at, file_time)
+VALUES ($1, $2, $3, $4, $5, $5, $6)`
 
 // The candidates of a run are decided, linked and taken in three statements, in this order, so that no
 // statement reads a table it is writing and the pending rows are locked only at the end:

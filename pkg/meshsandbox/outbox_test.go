@@ -15,7 +15,7 @@ var messageIDPattern = regexp.MustCompile(`^[0-9A-F]{32}$`)
 func TestSend(t *testing.T) {
 	s := startSandbox(t, nil)
 	r := s.do(t, req{method: "POST", path: mb1 + "/outbox", body: []byte("a,b\n1,2\n"), header: map[string]string{
-		"mex-To": "x26abc2", "mex-WorkflowID": "DPS", "mex-FileName": "Vaccinations-HPV-2024-08-23.csv",
+		"mex-To": "x26abc2", "mex-WorkflowID": "DPS", "mex-FileName": "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv",
 		"mex-LocalID": "export-1.1", "mex-Subject": "HPV", "Content-Type": "text/csv",
 	}})
 	wantStatus(t, r, http.StatusAccepted)
@@ -30,7 +30,7 @@ func TestSend(t *testing.T) {
 	if !ok {
 		t.Fatal("message not held")
 	}
-	want := meshsandbox.Message{ID: id, From: mb1, To: mb2, WorkflowID: "DPS", FileName: "Vaccinations-HPV-2024-08-23.csv",
+	want := meshsandbox.Message{ID: id, From: mb1, To: mb2, WorkflowID: "DPS", FileName: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv",
 		LocalID: "export-1.1", Subject: "HPV", MessageType: "DATA", Status: "accepted", TotalChunks: 1, ReceivedChunks: 1, Size: 8,
 		CreatedAt: m.CreatedAt, StatusAt: m.StatusAt}
 	if m != want {

@@ -44,8 +44,12 @@ const (
 	DPSMailbox  = "X26DPS1"
 	DPSPassword = "dps-password"
 	WorkflowID  = "DPSFULL"
-	Programme   = "HPV"
-	Filename    = "Vaccinations-HPV-2024-08-23.csv"
+	// RouteMailbox and RouteWorkflowID are a second DPS destination, for per-programme routes.
+	RouteMailbox    = "X26DPS2"
+	RoutePassword   = "dps2-password"
+	RouteWorkflowID = "IMMS"
+	Programme       = "HPV"
+	Filename        = "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv"
 )
 
 // Env is one test's world.
@@ -102,6 +106,7 @@ func New(tb testing.TB, o Options) *Env {
 		Mailboxes: []meshsandbox.Mailbox{
 			{ID: OurMailbox, Password: OurPassword, Name: "SAIS team"},
 			{ID: DPSMailbox, Password: DPSPassword, Workflows: []string{WorkflowID}, Name: "DPS"},
+			{ID: RouteMailbox, Password: RoutePassword, Workflows: []string{RouteWorkflowID}, Name: "DPS (routed)"},
 		},
 	})
 	srv := httptest.NewServer(e.Sandbox.Handler())
