@@ -71,6 +71,7 @@ func (s *Stack) childEnv() []string {
 	return append(env,
 		"MESH_DPS_MAILBOX="+s.dpsMailbox,
 		"MESH_DPS_WORKFLOW_ID="+dpsWorkflowID,
+		"DPS_SENDER_ODS_CODE="+sandboxSenderODS,
 		// Quick enough to watch: the defaults suit production, not a demo.
 		"TRACKER_POLL_INTERVAL=2s",
 		"TRACKER_INBOX_INTERVAL=1s",

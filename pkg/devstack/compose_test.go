@@ -342,6 +342,9 @@ func TestComposeClusterProfile(t *testing.T) {
 	for k, v := range map[string]string{"NATS_URL": nodeURLs("producer"), "NATS_STREAM_REPLICAS": "3"} {
 		t.Setenv(k, v)
 	}
+	if ods := p.Services["producer"].Environment["DPS_SENDER_ODS_CODE"]; ods != nil {
+		t.Setenv("DPS_SENDER_ODS_CODE", *ods)
+	}
 	if _, err := config.LoadProducer(); err != nil {
 		t.Errorf("producer configuration of the cluster profile: %v", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -45,8 +44,10 @@ type ReceiverRules struct {
 	Uncollected func(fileName string) bool
 }
 
-// dpsPlayer is DPS: it polls the DPS mailbox, checks each file as DPS would (MESH headers, then the
-// file format) and acknowledges the good ones, which is what the tracker waits to see. In receiver mode
+// dpsPlayer is DPS: it polls the DPS mailbox, checks each file as DPS would (MESH headers, the file
+// name as the receiver checks it, never a name seen before, then the file and every row against the
+// row rules pkg/dps shares with the producer's writer) and acknowledges the good ones, which is what the
+// tracker waits to see. A file that fails any check is a failure of the run. In receiver mode
 // it then answers each file as NHS England's batch pipeline does, from the DPS mailbox to ours: an
 // InfAck (the file passed its checks) and a BusAck (a row for each record it refused).
 type dpsPlayer struct {
@@ -57,14 +58,14 @@ type dpsPlayer struct {
 	receiver bool
 	rules    ReceiverRules
 
-	mu       sync.Mutex
-	files    []receivedFile
-	seen     map[string]bool
-	problems []string
-}
+	senderODS string // the ODS code every file name must carry
 
-// fileNamePattern is the DPS file name: Vaccinations-{PROGRAMME}-{YYYY-MM-DD}.csv.
-var fileNamePattern = regexp.MustCompile(`^Vaccinations-[A-Z][A-Z0-9_]*-\d{4}-\d{2}-\d{2}\.csv$`)
+	mu        sync.Mutex
+	files     []receivedFile
+	seen      map[string]bool
+	seenNames map[string]string // file name (upper case, as the receiver compares) → MESH message id
+	problems  []string
+}
 
 func newDPSPlayer(s *Stack) (*dpsPlayer, error) {
 	var ca []byte
@@ -87,8 +88,8 @@ func newDPSPlayer(s *Stack) (*dpsPlayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dps: %w", err)
 	}
-	return &dpsPlayer{client: client, out: s.out, from: s.ourMailbox, mailbox: s.dpsMailbox, seen: map[string]bool{},
-		receiver: !s.cfg.NoReceiver, rules: s.cfg.Receiver}, nil
+	return &dpsPlayer{client: client, out: s.out, from: s.ourMailbox, mailbox: s.dpsMailbox, senderODS: sandboxSenderODS,
+		seen: map[string]bool{}, seenNames: map[string]string{}, receiver: !s.cfg.NoReceiver, rules: s.cfg.Receiver}, nil
 }
 
 // skipExisting marks every message already in the DPS inbox as seen, so that DPS takes only what
@@ -155,9 +156,18 @@ func (d *dpsPlayer) receive(ctx context.Context, id string) {
 	if dl.WorkflowID != dpsWorkflowID {
 		problems = append(problems, fmt.Sprintf("workflow %q, want %s", dl.WorkflowID, dpsWorkflowID))
 	}
-	if !fileNamePattern.MatchString(dl.FileName) {
-		problems = append(problems, fmt.Sprintf("file name %q is not Vaccinations-PROGRAMME-YYYY-MM-DD.csv", dl.FileName))
+	if p, err := dps.ParseFileName(dl.FileName); err != nil {
+		problems = append(problems, err.Error())
+	} else if p.SenderODS != d.senderODS {
+		problems = append(problems, fmt.Sprintf("file name %q names sender %s, want %s", dl.FileName, p.SenderODS, d.senderODS))
 	}
+	d.mu.Lock()
+	if earlier, dup := d.seenNames[strings.ToUpper(dl.FileName)]; dup && earlier != id {
+		problems = append(problems, fmt.Sprintf("file name %q was already used by MESH message %s", dl.FileName, earlier))
+	} else {
+		d.seenNames[strings.ToUpper(dl.FileName)] = id
+	}
+	d.mu.Unlock()
 	var refused []dps.BusAckRow
 	res, err := dps.CheckEach(bytes.NewReader(body), func(line int, fields *[dps.NumFields]string) {
 		if d.rules.RefuseRow == nil {
@@ -208,12 +218,12 @@ func (d *dpsPlayer) receive(ctx context.Context, id string) {
 	case f.Uncollected:
 		d.out.printf("DPS leaves    %s  uncollected in its inbox (test rule)", f.FileName)
 	case f.Rejected:
-		d.out.printf("DPS received  %s  %d rows, format ok, acknowledged; InfAck Failure sent (test rule)", f.FileName, f.Rows)
+		d.out.printf("DPS received  %s  %d rows, name and rows ok, acknowledged; InfAck Failure sent (test rule)", f.FileName, f.Rows)
 	case d.receiver:
-		d.out.printf("DPS received  %s  %d rows (%s), format ok, acknowledged; InfAck Success and BusAck (%d refused) sent",
+		d.out.printf("DPS received  %s  %d rows (%s), name and rows ok, acknowledged; InfAck Success and BusAck (%d refused) sent",
 			f.FileName, f.Rows, actionSummary(f.Actions), len(f.Refused))
 	default:
-		d.out.printf("DPS received  %s  %d rows (%s), format ok, acknowledged", f.FileName, f.Rows, actionSummary(f.Actions))
+		d.out.printf("DPS received  %s  %d rows (%s), name and rows ok, acknowledged", f.FileName, f.Rows, actionSummary(f.Actions))
 	}
 }
 

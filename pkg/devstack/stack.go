@@ -93,6 +93,9 @@ const (
 	ourMailbox    = "X26ABC1"
 	dpsMailbox    = "X26ABC2"
 	dpsWorkflowID = "DPS_VACCINATIONS"
+	// sandboxSenderODS stands for our organisation's ODS code in file names: not a real one, so that
+	// no file of the devstack could be taken for a real organisation's.
+	sandboxSenderODS = "SANDBOX1"
 )
 
 // Stack is a running pipeline: NATS, the MESH sandbox, a database, the child processes, DPS and the
