@@ -113,8 +113,9 @@ func newDLFixture(t *testing.T) *dlFixture {
 	f := &dlFixture{natsURL: natsURL, js: js, unknownID: "req-unknown-programme", pool: pool, consumer: consumer}
 	at := time.Date(2024, 8, 23, 2, 0, 0, 0, time.UTC)
 
-	// A valid request for a programme the database does not know yet: the consumer dead-letters it.
-	req := bus.ExportRequest{RequestID: f.unknownID, Programme: "NEWPROG", RequestedBy: payloadMarker, RequestedAt: at}
+	// A valid request for a programme the database does not know yet (one DPS has a vaccine type for):
+	// the consumer dead-letters it.
+	req := bus.ExportRequest{RequestID: f.unknownID, Programme: "MENACWY", RequestedBy: payloadMarker, RequestedAt: at}
 	if _, err := bus.Publish(ctx, js, bus.SubjectExportRequest, req.RequestID, req); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +210,7 @@ func TestDeadLettersCommand(t *testing.T) {
 		t.Fatalf("want header, 3 rows and the failed-export note:\n%s", out)
 	}
 	for i, want := range []string{
-		"1 request dps.export.request DPS_REQUESTS/1 " + `unknown programme "NEWPROG"`,
+		"1 request dps.export.request DPS_REQUESTS/1 " + `unknown programme "MENACWY"`,
 		"2 request dps.export.request DPS_REQUESTS/2 invalid message on dps.export.request",
 		"3 sender dps.export.ready DPS_BATCHES/1 MESH refused the file",
 	} {
@@ -293,7 +294,7 @@ func TestRedriveCommand(t *testing.T) {
 	}
 
 	// The cause is fixed: the programme is added. Re-drive twice in one call, then again in another.
-	if _, err := f.pool.Exec(t.Context(), `INSERT INTO programmes (code, name) VALUES ('NEWPROG', 'New programme')`); err != nil {
+	if _, err := f.pool.Exec(t.Context(), `INSERT INTO programmes (code, name) VALUES ('MENACWY', 'MenACWY')`); err != nil {
 		t.Fatal(err)
 	}
 	seq := fmt.Sprint(f.unknownSeq)
@@ -322,7 +323,7 @@ func TestRedriveCommand(t *testing.T) {
 		t.Fatalf("the re-driven request was dead-lettered again")
 	}
 	var programme string
-	if err := f.pool.QueryRow(t.Context(), `SELECT programme FROM dps_export_requests WHERE request_id = $1`, f.unknownID).Scan(&programme); err != nil || programme != "NEWPROG" {
+	if err := f.pool.QueryRow(t.Context(), `SELECT programme FROM dps_export_requests WHERE request_id = $1`, f.unknownID).Scan(&programme); err != nil || programme != "MENACWY" {
 		t.Fatalf("request %s not recorded by the producer: %q, %v", f.unknownID, programme, err)
 	}
 

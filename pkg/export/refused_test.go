@@ -2,6 +2,7 @@ package export
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -263,5 +264,30 @@ func TestFileNamesUnique(t *testing.T) {
 	p, err := dps.ParseFileName(res.Filename)
 	if err != nil || !p.At.Equal(last.Add(time.Second)) {
 		t.Fatalf("next name %s (%v), want the second after %v", res.Filename, err, last)
+	}
+}
+
+// TestProgrammeWithoutVaccineType: a programme the receiver has no vaccine type for is refused before
+// anything is built; ALL leaves it out and exports the others.
+func TestProgrammeWithoutVaccineType(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`INSERT INTO programmes (code, name) VALUES ('MMR', 'Measles, mumps and rubella')`)
+	e.addRecord(demodata.RecordSpec{})
+	_, err := e.exporter(e.pool).Export(t.Context(), request("MMR"))
+	var unknown *UnknownProgrammeError
+	if !errors.As(err, &unknown) || !unknown.NoVaccineType || unknown.Programme != "MMR" {
+		t.Fatalf("MMR: %v, want an UnknownProgrammeError for want of a vaccine type", err)
+	}
+	res, err := e.exporter(e.pool).Export(t.Context(), request(AllProgrammes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Programme == "MMR" {
+			t.Fatalf("ALL exported MMR: %+v", r)
+		}
+	}
+	if len(res) != 4 {
+		t.Fatalf("ALL made %d results, want the 4 programmes with a vaccine type", len(res))
 	}
 }
