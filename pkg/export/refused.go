@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -36,7 +37,7 @@ func refusedByRule(refused []refusal) map[string]int {
 }
 
 // keepRefused takes the refused records back out of the export, queues them again and records why.
-func keepRefused(ctx context.Context, tx pgx.Tx, exportID any, programmeID int64, refused []refusal) error {
+func keepRefused(ctx context.Context, tx pgx.Tx, exportID uuid.UUID, programmeID int64, refused []refusal) error {
 	if len(refused) == 0 {
 		return nil
 	}
