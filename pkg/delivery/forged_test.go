@@ -32,7 +32,7 @@ func TestForgedReadyChangesNothing(t *testing.T) {
 	missing := hpv.Ready
 	missing.ObjectName = "no-such-object"
 	otherName := hpv.Ready
-	otherName.Filename = "Vaccinations-HPV-2024-08-24.csv"
+	otherName.Filename = "HPV_Vaccinations_v5_V0V8L_20240824T02000301.csv"
 	forged := []bus.ExportReady{otherObject, wrongSize, missing, otherName}
 	for i, r := range forged {
 		// Another Nats-Msg-Id than the producer's, as anyone able to publish could choose.

@@ -21,7 +21,7 @@ func TestForgedSentEventsDeadLettered(t *testing.T) {
 	e.publishSent(t, unknown)
 	// Another Nats-Msg-Id, as a forger could choose; publishSent uses the sender's.
 	ev := bus.ExportSent{EventID: uuid.NewString(), ExportID: otherMessage.ID, Programme: "HPV",
-		Filename: "Vaccinations-HPV-2024-08-23.csv", MeshMessageID: otherMessage.MessageID, LocalID: x.ID + ".1",
+		Filename: "HPV_Vaccinations_v5_V0V8L_20240823T02000301.csv", MeshMessageID: otherMessage.MessageID, LocalID: x.ID + ".1",
 		Attempt: 1, SentAt: time.Now().UTC()}
 	if _, err := bus.Publish(t.Context(), e.js, bus.SubjectExportSent, "forged-sent", ev); err != nil {
 		t.Fatal(err)
