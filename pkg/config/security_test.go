@@ -47,6 +47,7 @@ func TestEmptySecretFileIsAnError(t *testing.T) {
 // TestObjectRetention: DPS_OBJECT_RETENTION defaults to 7 days and must be a positive duration.
 func TestObjectRetention(t *testing.T) {
 	clearEnv(t)
+	t.Setenv("DPS_SENDER_ODS_CODE", "X26SBX")
 	p, err := LoadProducer()
 	if err != nil || p.ObjectRetention.Hours() != 168 {
 		t.Fatalf("default %v, %v; want 168h", p.ObjectRetention, err)
