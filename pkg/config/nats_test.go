@@ -54,6 +54,7 @@ func TestNATSAuthFiles(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clearEnv(t)
+			t.Setenv("DPS_SENDER_ODS_CODE", "X26SBX")
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
