@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
 	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
@@ -136,9 +138,9 @@ func testCluster(t *testing.T, nodes int, cold bool, kills []string) {
 	// Every stream, consumer and the bucket is R3 as declared by the services, and `producer topology
 	// --dry-run` (as the producer user) finds nothing to change.
 	for _, name := range []string{bus.StreamRequests, bus.StreamBatches, bus.StreamEvents, bus.StreamDeadLetter, "OBJ_" + bus.BucketExports} {
-		st, err := s.js.Stream(ctx, name)
+		st, err := streamInfo(ctx, s, name)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("stream %s: %v", name, err)
 		}
 		if r := st.CachedInfo().Config.Replicas; r != 3 {
 			t.Errorf("stream %s has %d replicas, want 3", name, r)
@@ -154,6 +156,20 @@ func testCluster(t *testing.T, nodes int, cold bool, kills []string) {
 	}
 	t.Logf("%d nodes, killed %v at %s: %d exports, each once at MESH, all acknowledged\n%s", nodes, kills, atKill, exports,
 		grep(out.String(), "NATS "))
+}
+
+// streamInfo asks for a stream's info, one short attempt at a time: a request made while a restarted
+// node catches up can go unanswered, and one lost request must not use up the whole test's deadline.
+func streamInfo(ctx context.Context, s *Stack, name string) (jetstream.Stream, error) {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := s.js.Stream(attempt, name)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return st, err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 func grep(s, sub string) string {

@@ -104,18 +104,8 @@ func (t *Tracker) inboxLoop(ctx context.Context) {
 
 // readInboxGraced is ReadInbox that, once ctx ends, may finish the message in hand within ShutdownGrace.
 func (t *Tracker) readInboxGraced(ctx context.Context) (InboxResult, error) {
-	passCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	passCtx, cancel := t.graced(ctx)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
-		grace := time.NewTimer(t.cfg.ShutdownGrace)
-		defer grace.Stop()
-		select {
-		case <-grace.C:
-			cancel()
-		case <-passCtx.Done():
-		}
-	})
-	defer stop()
 	return t.readInbox(passCtx, ctx)
 }
 

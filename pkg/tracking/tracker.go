@@ -231,19 +231,25 @@ func (t *Tracker) pollLoop(ctx context.Context) {
 // runBatch runs one TrackDue that is not interrupted by ctx ending: SIGTERM stops the loop, but the
 // batch in hand finishes, bounded by ShutdownGrace, so no MESH answer is thrown away half-applied.
 func (t *Tracker) runBatch(ctx context.Context) (BatchResult, error) {
-	batchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	batchCtx, cancel := t.graced(ctx)
 	defer cancel()
+	return t.TrackDue(batchCtx)
+}
+
+// graced returns a context that outlives ctx by ShutdownGrace: work started before a shutdown may
+// finish, but not forever. cancel releases it.
+func (t *Tracker) graced(ctx context.Context) (context.Context, context.CancelFunc) {
+	gracedCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() {
 		grace := time.NewTimer(t.cfg.ShutdownGrace)
 		defer grace.Stop()
 		select {
 		case <-grace.C:
 			cancel()
-		case <-batchCtx.Done():
+		case <-gracedCtx.Done():
 		}
 	})
-	defer stop()
-	return t.TrackDue(batchCtx)
+	return gracedCtx, func() { stop(); cancel() }
 }
 
 // MESHCheck is the /healthz probe for MESH: the result of the last handshake, "disabled" with the gate
