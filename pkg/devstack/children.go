@@ -150,7 +150,7 @@ func (s *Stack) startChildren(ctx context.Context) error {
 	names = append(names, "tracker")
 	for _, name := range names {
 		binary, _, _ := strings.Cut(name, "-")
-		addr, err := freeAddr()
+		addr, err := s.freeAddr()
 		if err != nil {
 			return err
 		}
@@ -287,13 +287,40 @@ func (s *Stack) stopChildren() {
 }
 
 // freeAddr finds a free localhost port for a child's HTTP server.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func (s *Stack) freeAddr() (string, error) {
+	ln, err := s.listenLocal()
 	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+		return "", err
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// listenLocal listens on a free 127.0.0.1 port that no cluster node owns: the nodes' ports are chosen
+// up front, and a node that is started later (a cold start, a restart after --kill-node) must find
+// its port free, not taken by a child's HTTP server or the MESH sandbox.
+func (s *Stack) listenLocal() (net.Listener, error) {
+	var reserved map[int]bool
+	if s.cluster != nil {
+		reserved = s.cluster.Ports()
+	}
+	var refused []net.Listener
+	defer func() {
+		for _, ln := range refused {
+			ln.Close()
+		}
+	}()
+	for range 64 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		if !reserved[ln.Addr().(*net.TCPAddr).Port] {
+			return ln, nil
+		}
+		refused = append(refused, ln) // held until we return, so the next try gets another port
+	}
+	return nil, errors.New("find a free port: every port offered belongs to a NATS node")
 }
 
 // lockedWriter serialises writes from several children so lines never interleave.

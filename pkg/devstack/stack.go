@@ -487,7 +487,7 @@ func (s *Stack) startSandbox() error {
 	if s.dpsCertPEM, s.dpsKeyPEM, err = ca.IssueClient(dpsMailbox); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := s.listenLocal()
 	if err != nil {
 		return fmt.Errorf("mesh sandbox listen: %w", err)
 	}

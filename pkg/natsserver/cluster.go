@@ -59,13 +59,14 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, errors.New("natsserver cluster: at least one node")
 	}
 	c := &Cluster{cfg: cfg}
+	// Every node's ports in one call, all held open together, so no two nodes are given the same port.
+	ports, err := freePorts(3 * cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
 	for i := range cfg.Nodes {
 		n := &Node{Name: fmt.Sprintf("n%d", i+1)}
-		ports, err := freePorts(3)
-		if err != nil {
-			return nil, err
-		}
-		n.ClientPort, n.ClusterPort, n.MonitorPort = ports[0], ports[1], ports[2]
+		n.ClientPort, n.ClusterPort, n.MonitorPort = ports[3*i], ports[3*i+1], ports[3*i+2]
 		c.nodes = append(c.nodes, n)
 	}
 	var routes []string
@@ -112,6 +113,16 @@ cluster {
 
 // Nodes returns the nodes, in order.
 func (c *Cluster) Nodes() []*Node { return c.nodes }
+
+// Ports are every port the nodes own, running or not: whatever else listens on 127.0.0.1 must stay
+// off them, or a node started later (a cold start, a restart) finds its port taken.
+func (c *Cluster) Ports() map[int]bool {
+	ports := map[int]bool{}
+	for _, n := range c.nodes {
+		ports[n.ClientPort], ports[n.ClusterPort], ports[n.MonitorPort] = true, true, true
+	}
+	return ports
+}
 
 // URLs is the client URL list of every node, for NATS_URL.
 func (c *Cluster) URLs() string {
