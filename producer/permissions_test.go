@@ -18,14 +18,14 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
 )
 
-// shippedPermissions is nats/permissions.conf, the users and permissions the project ships.
+// shippedPermissions is pkg/natsserver/conf/permissions.conf, the users and permissions the project ships.
 func shippedPermissions(t *testing.T) []byte {
 	t.Helper()
 	root, err := gobuild.ModuleRoot(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(root, "nats", "permissions.conf"))
+	b, err := os.ReadFile(filepath.Join(root, "pkg", "natsserver", "conf", "permissions.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func userURL(url, user, password string) string {
 	return strings.Replace(url, "nats://", "nats://"+user+":"+password+"@", 1)
 }
 
-// TestRequesterMayOnlyRequest runs a server with the shipped nats/permissions.conf. The producer user
+// TestRequesterMayOnlyRequest runs a server with the shipped pkg/natsserver/conf/permissions.conf. The producer user
 // declares the topology; the requester user can run `producer request` and subscribe to the events,
 // and nothing else: `producer topology`, `producer export`, `producer run` and `producer
 // dead-letters` exit 2 naming the permission violation, and publishing anything but

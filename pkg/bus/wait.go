@@ -121,7 +121,7 @@ func (r Retry) Do(ctx context.Context, what string, f func(ctx context.Context) 
 }
 
 // permissionsHint points a refused user at the documentation of the permissions.
-const permissionsHint = "see nats/permissions.conf and README, \"Running on a JetStream cluster\""
+const permissionsHint = "see pkg/natsserver/conf/permissions.conf and README, \"Running on a JetStream cluster\""
 
 // JetStream API error codes that no amount of waiting mends: the request itself is wrong for this
 // server or clashes with what exists.

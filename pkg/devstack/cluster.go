@@ -16,18 +16,18 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/natsserver"
 )
 
-// natsUsers are the users of nats/permissions.conf, which the cluster nodes load.
+// natsUsers are the users of pkg/natsserver/conf/permissions.conf, which the cluster nodes load.
 var natsUsers = []string{"producer", "sender", "tracker", "requester"}
 
 // startCluster starts cfg.NATSCluster nats-server processes (built into binDir) as one JetStream
-// cluster with nats/permissions.conf and fresh passwords, and waits for JetStream on each. With
+// cluster with pkg/natsserver/conf/permissions.conf and fresh passwords, and waits for JetStream on each. With
 // ColdCluster only the first node is started: there is no meta leader until startRestOfCluster.
 func (s *Stack) startCluster(ctx context.Context, binDir string) error {
 	root, err := gobuild.ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}
-	perms, err := os.ReadFile(filepath.Join(root, "nats", "permissions.conf"))
+	perms, err := os.ReadFile(filepath.Join(root, "pkg", "natsserver", "conf", "permissions.conf"))
 	if err != nil {
 		return fmt.Errorf("nats users: %w", err)
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // TestCluster runs the whole pipeline (producer, two senders, tracker as real processes, each as its
-// own NATS user of nats/permissions.conf) on a JetStream cluster of real nats-server processes with R3
+// own NATS user of pkg/natsserver/conf/permissions.conf) on a JetStream cluster of real nats-server processes with R3
 // streams, and SIGKILLs nodes while batches are in flight, with no supervisor:
 //   - three nodes, the processes started while only one node runs (no meta leader: each must wait
 //     with /healthz 503 naming nats), then the leader of DPS_BATCHES killed and restarted, with

@@ -297,7 +297,7 @@ func TestComposeClusterProfile(t *testing.T) {
 		s := p.Services[n]
 		if cmd := strings.Join(s.Command, " "); !strings.Contains(cmd, "exec nats-server -c /etc/nats/cluster.conf") ||
 			!strings.Contains(cmd, "NATS_REQUESTER_PASSWORD:?") {
-			t.Errorf("%s command %q: want nats/cluster.conf, refusing to start without the passwords", n, s.Command)
+			t.Errorf("%s command %q: want pkg/natsserver/conf/cluster.conf, refusing to start without the passwords", n, s.Command)
 		}
 		if v := s.Environment["NATS_SERVER_NAME"]; v == nil || *v != n {
 			t.Errorf("%s NATS_SERVER_NAME = %v", n, v)
@@ -310,7 +310,7 @@ func TestComposeClusterProfile(t *testing.T) {
 		assertVolume(t, p, n, "/data")
 		mounted := false
 		for _, v := range s.Volumes {
-			if v.Target == "/etc/nats" && v.Type == types.VolumeTypeBind && strings.HasSuffix(v.Source, "/nats") && v.ReadOnly {
+			if v.Target == "/etc/nats" && v.Type == types.VolumeTypeBind && strings.HasSuffix(v.Source, "/pkg/natsserver/conf") && v.ReadOnly {
 				mounted = true
 			}
 			if v.Type == types.VolumeTypeVolume {
@@ -318,7 +318,7 @@ func TestComposeClusterProfile(t *testing.T) {
 			}
 		}
 		if !mounted {
-			t.Errorf("%s does not mount ./nats read-only at /etc/nats", n)
+			t.Errorf("%s does not mount ./pkg/natsserver/conf read-only at /etc/nats", n)
 		}
 	}
 	if len(volumes) != 3 {
@@ -350,9 +350,9 @@ func TestComposeClusterProfile(t *testing.T) {
 	}
 }
 
-// TestClusterConfFile: nats/cluster.conf, with the environment compose gives a node, is a valid
+// TestClusterConfFile: pkg/natsserver/conf/cluster.conf, with the environment compose gives a node, is a valid
 // nats-server configuration: a JetStream node of the cluster "dps" routing to all three nodes, with
-// the four users of nats/permissions.conf.
+// the four users of pkg/natsserver/conf/permissions.conf.
 func TestClusterConfFile(t *testing.T) {
 	for _, v := range []string{"NATS_PRODUCER_PASSWORD", "NATS_SENDER_PASSWORD", "NATS_TRACKER_PASSWORD", "NATS_REQUESTER_PASSWORD"} {
 		t.Setenv(v, "0123456789abcdef")
@@ -362,7 +362,7 @@ func TestClusterConfFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts, err := server.ProcessConfigFile(filepath.Join(root, "nats", "cluster.conf"))
+	opts, err := server.ProcessConfigFile(filepath.Join(root, "pkg", "natsserver", "conf", "cluster.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestComposeAllProfiles(t *testing.T) {
 }
 
 // TestComposeObservabilityProfile: `docker compose --profile observability` runs the official Prometheus
-// and Grafana images, provisioned with the files of observability/ that the other tests check: the
+// and Grafana images, provisioned with the files of pkg/observability/ that the other tests check: the
 // alert rules where prometheus.yml loads them, scrape targets that are the three processes on the port
 // of their HTTP_ADDR, the datasource the dashboard names, and the dashboard directory Grafana reads.
 func TestComposeObservabilityProfile(t *testing.T) {
@@ -461,7 +461,7 @@ func TestComposeObservabilityProfile(t *testing.T) {
 		return m
 	}
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
-	obs := filepath.Join(root, "observability")
+	obs := filepath.Join(root, "pkg", "observability")
 	promMounts, grafMounts := mounts(prom), mounts(graf)
 	assertVolume(t, p, "prometheus", "/prometheus")
 	assertVolume(t, p, "grafana", "/var/lib/grafana")
@@ -486,7 +486,7 @@ func TestComposeObservabilityProfile(t *testing.T) {
 	}
 	for _, rf := range promConfig.RuleFiles {
 		if promMounts[rf] != filepath.Join(obs, "prometheus", "alerts.yml") {
-			t.Errorf("rule file %s is mounted from %q, not observability/prometheus/alerts.yml", rf, promMounts[rf])
+			t.Errorf("rule file %s is mounted from %q, not pkg/observability/prometheus/alerts.yml", rf, promMounts[rf])
 		}
 	}
 	if len(promConfig.RuleFiles) != 1 {
@@ -531,7 +531,7 @@ func TestComposeObservabilityProfile(t *testing.T) {
 	}
 	readYAML(t, filepath.Join(provisioning, "dashboards", "dps.yml"), &providers)
 	if len(providers.Providers) != 1 || grafMounts[providers.Providers[0].Options.Path] != filepath.Join(obs, "grafana", "dashboards") {
-		t.Errorf("grafana reads dashboards from %+v, which is not observability/grafana/dashboards", providers.Providers)
+		t.Errorf("grafana reads dashboards from %+v, which is not pkg/observability/grafana/dashboards", providers.Providers)
 	}
 }
 

@@ -92,7 +92,7 @@ Flags:
 	fs.StringVar(&dbName, "db", "dps_devstack", "database to use on the DATABASE_URL server (dropped and created again at start)")
 	fs.BoolVar(&keepDB, "keep-db", false, "use the --db database as it is instead of starting it clean")
 	fs.IntVar(&cfg.NATSPort, "nats-port", 0, "NATS client port (default: a free port)")
-	fs.IntVar(&cfg.NATSCluster, "nats-cluster", 0, "run a JetStream cluster of this many nats-server processes (3 or 5) with the users of nats/permissions.conf and R3 streams, instead of one embedded server")
+	fs.IntVar(&cfg.NATSCluster, "nats-cluster", 0, "run a JetStream cluster of this many nats-server processes (3 or 5) with the users of pkg/natsserver/conf/permissions.conf and R3 streams, instead of one embedded server")
 	fs.BoolVar(&cfg.KillNode, "kill-node", false, "with --nats-cluster: SIGKILL the node leading DPS_BATCHES once batches are in flight, and restart it after --kill-node-down")
 	fs.DurationVar(&cfg.KillNodeDown, "kill-node-down", 5*time.Second, "with --kill-node: how long the killed node stays down")
 	fs.BoolVar(&cfg.NoReceiver, "no-dps-receiver", false, "DPS only downloads and acknowledges, sending back no InfAck or BusAck: exports end acknowledged, not processed")

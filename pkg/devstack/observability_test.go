@@ -20,12 +20,12 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 )
 
-// The dashboard and the alert rules shipped in observability/ are checked here: the rules with
+// The dashboard and the alert rules shipped in pkg/observability/ are checked here: the rules with
 // Prometheus's own rule parser, every expression with its PromQL parser, and (in TestEndToEnd) every
 // metric, label and label value they name against what the three real processes export.
 
 func observabilityPath(parts ...string) string {
-	return filepath.Join(append([]string{"..", "..", "observability"}, parts...)...)
+	return filepath.Join(append([]string{"..", "observability"}, parts...)...)
 }
 
 var promql = parser.NewParser(parser.Options{})

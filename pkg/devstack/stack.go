@@ -50,7 +50,7 @@ type Config struct {
 	// NATSPort is the embedded server's client port; 0 picks a free one.
 	NATSPort int
 	// NATSCluster, when 3 or 5, runs that many real nats-server processes as one JetStream cluster
-	// with the users of nats/permissions.conf and streams replicated three times, instead of the
+	// with the users of pkg/natsserver/conf/permissions.conf and streams replicated three times, instead of the
 	// embedded server.
 	NATSCluster int
 	// KillNode, with NATSCluster, SIGKILLs the node leading DPS_BATCHES once batches are in flight,
@@ -111,7 +111,7 @@ type Stack struct {
 	natsSrv  *server.Server
 	natsURL  string
 	cluster  *natsserver.Cluster // with --nats-cluster, instead of natsSrv
-	natsUser map[string]string   // with a cluster: user → password of nats/permissions.conf
+	natsUser map[string]string   // with a cluster: user → password of pkg/natsserver/conf/permissions.conf
 
 	nc   *nats.Conn
 	js   jetstream.JetStream
@@ -235,7 +235,7 @@ func start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	if s.cluster != nil {
-		s.out.printf("NATS          %d-node JetStream cluster %s, streams R%d, users of nats/permissions.conf", cfg.NATSCluster, s.natsURL, s.replicas())
+		s.out.printf("NATS          %d-node JetStream cluster %s, streams R%d, users of pkg/natsserver/conf/permissions.conf", cfg.NATSCluster, s.natsURL, s.replicas())
 	} else {
 		s.out.printf("NATS          %s (store %s)", s.natsURL, s.natsOpts.StoreDir)
 	}
