@@ -76,15 +76,7 @@ func testCluster(t *testing.T, nodes int, cold bool, kills []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for s.board.counts().Created == 0 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no export created: %s", s.board.counts())
-		case e := <-s.exited:
-			t.Fatalf("%s exited: %v", e.name, e.err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitForFirstExport(t, ctx, s)
 	atKill := s.board.counts()
 	var killed []int
 	for _, what := range kills {

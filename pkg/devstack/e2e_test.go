@@ -67,15 +67,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Restart NATS once the first export exists and before every export is acknowledged, so that
 	// producer, senders and tracker all have to reconnect with work in flight.
-	for s.board.counts().Created == 0 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no export created: %s", s.board.counts())
-		case e := <-s.exited:
-			t.Fatalf("%s exited: %v", e.name, e.err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitForFirstExport(t, ctx, s)
 	atRestart := s.board.counts()
 	if err := s.RestartNATS(); err != nil {
 		t.Fatal(err)
@@ -301,4 +293,19 @@ func requireAllAcknowledged(t *testing.T, ctx context.Context, s *Stack) int {
 		t.Fatalf("%d of %d exports %s", acknowledged, exports, s.finalStatus())
 	}
 	return exports
+}
+
+// waitForFirstExport waits until the stack has created its first export, failing the test if ctx ends
+// or a child process exits first: faults are injected then, with work in flight.
+func waitForFirstExport(t *testing.T, ctx context.Context, s *Stack) {
+	t.Helper()
+	for s.board.counts().Created == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no export created: %s", s.board.counts())
+		case e := <-s.exited:
+			t.Fatalf("%s exited: %v", e.name, e.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
