@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -415,18 +416,60 @@ func linkDecided(ctx context.Context, tx pgx.Tx, exportID any) (nNew, nUpdate, n
 	return nNew, nUpdate, nDelete, nil
 }
 
-// takeDecided runs sqlTakeDecided and returns how many candidates it took off the queue.
+// takeDecided takes the decided candidates off the queue (see sqlTakeDecided) and returns how many it
+// took.
 func takeDecided(ctx context.Context, tx pgx.Tx) (int64, error) {
 	var taken int64
 	err := withLocalSettings(ctx, tx, candidateSetSettings, func() error {
-		tag, err := tx.Exec(ctx, sqlTakeDecided)
-		taken = tag.RowsAffected()
+		var err error
+		taken, err = takePlain(ctx, tx)
+		if errors.Is(err, errTakeWouldWait) {
+			tag, err := tx.Exec(ctx, sqlTakeDecidedSkipLocked)
+			taken = tag.RowsAffected()
+			return err
+		}
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("take candidates: %w", err)
 	}
 	return taken, nil
+}
+
+// The SQLSTATEs of a delete that gave up waiting (lock_timeout) or was chosen to end a deadlock.
+const (
+	sqlstateLockNotAvailable = "55P03"
+	sqlstateDeadlockDetected = "40P01"
+)
+
+// errTakeWouldWait says that sqlTakeDecided gave up on a row a writer holds; nothing was taken.
+var errTakeWouldWait = errors.New("a writer holds a queued row")
+
+// takePlain runs sqlTakeDecided in a savepoint under takeLockTimeout. When the delete gives up waiting
+// for a writer (or would deadlock with one), it is rolled back to the savepoint and errTakeWouldWait is
+// returned; the transaction goes on.
+func takePlain(ctx context.Context, tx pgx.Tx) (int64, error) {
+	sp, err := tx.Begin(ctx) // a savepoint
+	if err != nil {
+		return 0, err
+	}
+	var tag pgconn.CommandTag
+	err = withLocalSettings(ctx, sp, [][2]string{{"lock_timeout", takeLockTimeout}}, func() error {
+		var err error
+		tag, err = sp.Exec(ctx, sqlTakeDecided)
+		return err
+	})
+	if err != nil {
+		if rerr := sp.Rollback(ctx); rerr != nil {
+			return 0, fmt.Errorf("%w (and roll back to the savepoint: %v)", err, rerr)
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == sqlstateLockNotAvailable || pgErr.Code == sqlstateDeadlockDetected) {
+			return 0, errTakeWouldWait
+		}
+		return 0, err
+	}
+	return tag.RowsAffected(), sp.Commit(ctx)
 }
 
 // withLocalSettings runs fn with the settings (name, value) set for the transaction, then puts back

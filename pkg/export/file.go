@@ -26,9 +26,25 @@ const maxRefusalLogs = 20
 func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w io.Writer) (fileStats, error) {
 	st := fileStats{actions: map[string]int{}}
 	dw := dps.NewWriter(w, dps.Options{UniqueIDURI: e.uniqueIDURI})
+	err := withLocalSettings(ctx, q, fileSettings, func() error { return e.readRows(ctx, q, exportID, dw, &st) })
+	if err != nil {
+		return st, err
+	}
+	if err := dw.Close(); err != nil {
+		return st, fmt.Errorf("write file of export %s: %w", exportID, err)
+	}
+	st.rows = dw.Rows()
+	if n := len(st.refused); n > 0 {
+		e.log.Warn("records left out of the DPS file; `producer refused` lists them", slog.String("export_id", exportID), slog.Int("refused", n))
+	}
+	return st, nil
+}
+
+// readRows streams the export's rows through dw, noting in st what it refused and what changed.
+func (e *Exporter) readRows(ctx context.Context, q pgx.Tx, exportID string, dw *dps.Writer, st *fileStats) error {
 	rows, err := q.Query(ctx, sqlExportRows, exportID)
 	if err != nil {
-		return st, fmt.Errorf("read rows of export %s: %w", exportID, err)
+		return fmt.Errorf("read rows of export %s: %w", exportID, err)
 	}
 	defer rows.Close()
 
@@ -49,7 +65,7 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 			&rec.BatchName, &batchExpiry,
 			&rec.DeliverySite, &rec.DeliveryMethod, &rec.DoseAmount,
 			&rec.SchoolURN, &rec.LocationODSCode); err != nil {
-			return st, fmt.Errorf("read rows of export %s: %w", exportID, err)
+			return fmt.Errorf("read rows of export %s: %w", exportID, err)
 		}
 		if !now.Equal(linked) {
 			// Changed since it was decided: the change queued it again, for the next export.
@@ -61,7 +77,7 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 		if err := dw.Write(rec); err != nil {
 			var re *dps.RecordError
 			if !errors.As(err, &re) {
-				return st, fmt.Errorf("write file of export %s: %w", exportID, err)
+				return fmt.Errorf("write file of export %s: %w", exportID, err)
 			}
 			if len(st.refused) < maxRefusalLogs {
 				e.log.Warn("record left out of the DPS file: the receiver would refuse its row; it stays queued",
@@ -74,14 +90,7 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 		st.actions[rec.Action]++
 	}
 	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("read rows of export %s: %w", exportID, err)
+		return fmt.Errorf("read rows of export %s: %w", exportID, err)
 	}
-	if err := dw.Close(); err != nil {
-		return st, fmt.Errorf("write file of export %s: %w", exportID, err)
-	}
-	st.rows = dw.Rows()
-	if n := len(st.refused); n > 0 {
-		e.log.Warn("records left out of the DPS file; `producer refused` lists them", slog.String("export_id", exportID), slog.Int("refused", n))
-	}
-	return st, nil
+	return nil
 }

@@ -54,10 +54,15 @@ VALUES ($1, $2, $3, $4, $5, $5, $6)`
 //  2. sqlLinkDecided links the candidates with something to send to the export.
 //  3. sqlTakeDecided, just before commit, deletes the decided candidates whose queue_seq is still the one
 //     decided (the contract's rule: a record queued again since, by a writer or a release, stays queued
-//     for the next run). FOR UPDATE SKIP LOCKED leaves out candidates a writer is re-queueing right now,
-//     so an export never waits for the recording application: writers can wait for an export (from this
-//     statement to commit, about a second for a year's backlog), an export never waits for a writer, and
-//     the two cannot deadlock.
+//     for the next run). An export must never wait long for the recording application, nor deadlock
+//     with it: the delete runs in a savepoint under takeLockTimeout, so that a writer holding a queued
+//     row makes it wait a few milliseconds at most (writers' transactions are short); if one holds it
+//     longer, or the two would deadlock, the delete gives up before Postgres' deadlock check could cancel
+//     the writer (deadlock_timeout, 1 s by default), and the run takes the candidates again with
+//     sqlTakeDecidedSkipLocked, which leaves out the rows a writer has locked (it re-queues them, so they
+//     stay queued anyway). The plain delete writes each row once; the other locks each row first and
+//     then deletes it, twice the writes, so it is only the fallback. Writers can wait for an export from
+//     this statement to commit (about a second for a year's backlog), never for the whole run.
 //
 // A writer that changes a linked record between 1 and the file query has re-queued it (its trigger runs
 // in the same transaction as the change); the file query sees that the version it reads is not the one
@@ -148,8 +153,15 @@ SELECT count(*) FILTER (WHERE action = 'new'),
        count(*) FILTER (WHERE action = 'delete')
 FROM linked`
 
-// sqlTakeDecided removes the decided candidates from the queue; see above.
+// sqlTakeDecided removes the decided candidates from the queue; see above. A row whose queue_seq a
+// writer changed while the delete waited for it is checked again as it now is, and stays.
 const sqlTakeDecided = `
+DELETE FROM dps_pending_records p
+USING dps_export_decided d
+WHERE d.record_id = p.vaccination_record_id AND d.queue_seq = p.queue_seq`
+
+// sqlTakeDecidedSkipLocked is sqlTakeDecided for when a writer holds some of the rows: it never waits.
+const sqlTakeDecidedSkipLocked = `
 WITH locked AS (
     SELECT p.ctid AS row_id
     FROM dps_pending_records p
@@ -158,6 +170,11 @@ WITH locked AS (
 )
 DELETE FROM dps_pending_records p USING locked WHERE p.ctid = locked.row_id`
 
+// takeLockTimeout bounds how long sqlTakeDecided waits for a row a writer holds. It is well under
+// Postgres' default deadlock_timeout (1 s), so a deadlock with a writer ends with the delete giving up,
+// not with the writer's transaction cancelled.
+const takeLockTimeout = "100ms"
+
 // sqlUnlinkChanged takes records changed since they were decided back out of the export. They need no
 // queueing: the change that made them differ queued them again, and sqlTakeDecided leaves them queued.
 const sqlUnlinkChanged = `
@@ -165,9 +182,10 @@ DELETE FROM dps_export_records WHERE export_id = $1 AND vaccination_record_id = 
 
 const sqlDeleteExport = `DELETE FROM dps_exports WHERE id = $1`
 
-// exportRowsFrom is the FROM clause shared by the file query and the benchmark's COPY baseline: an
-// export's links joined to everything a DPS row is made of. Records, patients and teams are required;
-// the rest may be missing, and the writer refuses a row that needs what is missing.
+// exportRowsFrom is an export's links joined to everything a DPS row is made of, in file order, as the
+// simplest statement says it: the benchmark's COPY baseline and the tests that compare the file with
+// SQL's own formatting read the rows through it. Records, patients and teams are required; the rest may
+// be missing, and the writer refuses a row that needs what is missing.
 const exportRowsFrom = `
 FROM dps_export_records er
 JOIN vaccination_records r ON r.id = er.vaccination_record_id
@@ -180,23 +198,58 @@ LEFT JOIN vaccinators va ON va.id = r.vaccinator_id
 WHERE er.export_id = $1
 ORDER BY r.performed_at, r.uuid`
 
-// sqlExportRows reads an export's rows in file order (time given, then UNIQUE_ID), typed as the
-// database holds them, each with the version linked and the version read; dps.Writer does every
-// formatting decision. LOCATION_CODE is the school's URN at a school and otherwise the team's ODS code,
-// as the DPS spec says, even where a clinic has an ODS code of its own. DOSE_AMOUNT is the record's
-// volume as held, else its vaccine's (a record made before volumes were recorded per dose has none).
+// sqlExportRows reads the rows of exportRowsFrom, typed as the database holds them, each with the
+// version linked and the version read; dps.Writer does every formatting decision. LOCATION_CODE is the
+// school's URN at a school and otherwise the team's ODS code, as the DPS spec says, even where a clinic
+// has an ODS code of its own. DOSE_AMOUNT is the record's volume as held, else its vaccine's (a record
+// made before volumes were recorded per dose has none).
+//
+// The statement is shaped so that rows reach the writer while Postgres is still joining, and the two
+// work side by side: the links and their records are read in record order and sorted into file order
+// first (the sort holds the records' narrow columns only, behind OFFSET 0 so that it stays there), then
+// each sorted row is joined to its patient, team, location, vaccine, batch and vaccinator by primary
+// key, which keeps the order and needs no sort of the wide rows at the end. Written as one join with
+// ORDER BY at the end (exportRowsFrom), Postgres sorts the whole file's rows before it returns the first
+// one, and the writer, the digest and the upload then run only after it. fileSettings keeps the plan in
+// that shape whatever the statistics say.
+//
+// $1 export id.
 const sqlExportRows = `
-SELECT r.id, er.record_updated_at, r.updated_at, coalesce(pa.nhs_number, ''), pa.given_name, pa.family_name, pa.date_of_birth, pa.gender_code,
-       coalesce(pa.address_postcode, ''), r.performed_at, t.ods_code, r.uuid::text, er.action,
-       coalesce(va.full_name, ''), r.created_at,
-       coalesce(v.snomed_procedure_code, ''), coalesce(v.snomed_procedure_term, ''), coalesce(r.dose_sequence, 0),
+SELECT o.id, o.record_updated_at, o.updated_at, coalesce(pa.nhs_number, ''), pa.given_name, pa.family_name, pa.date_of_birth, pa.gender_code,
+       coalesce(pa.address_postcode, ''), o.performed_at, t.ods_code, o.uuid::text, o.action,
+       coalesce(va.full_name, ''), o.created_at,
+       coalesce(v.snomed_procedure_code, ''), coalesce(v.snomed_procedure_term, ''), coalesce(o.dose_sequence, 0),
        coalesce(v.snomed_product_code, ''), coalesce(v.snomed_product_term, ''), coalesce(v.manufacturer, ''),
        coalesce(b.name, ''), b.expiry,
-       coalesce(r.delivery_site, ''), coalesce(r.delivery_method, ''),
-       coalesce(coalesce(r.dose_volume_ml, v.dose_volume_ml)::text, ''),
+       coalesce(o.delivery_site, ''), coalesce(o.delivery_method, ''),
+       coalesce(coalesce(o.dose_volume_ml, v.dose_volume_ml)::text, ''),
        CASE WHEN l.type = 'school' THEN l.urn ELSE '' END,
        CASE WHEN l.type IS DISTINCT FROM 'school' THEN t.ods_code ELSE '' END
-` + exportRowsFrom
+FROM (
+    SELECT r.id, er.record_updated_at, er.action, r.updated_at, r.performed_at, r.uuid, r.created_at, r.patient_id, r.team_id,
+           r.location_id, r.vaccine_id, r.batch_id, r.vaccinator_id, r.dose_sequence, r.delivery_site, r.delivery_method,
+           r.dose_volume_ml
+    FROM dps_export_records er
+    JOIN vaccination_records r ON r.id = er.vaccination_record_id
+    WHERE er.export_id = $1
+    ORDER BY r.performed_at, r.uuid
+    OFFSET 0
+) o
+JOIN patients pa ON pa.id = o.patient_id
+JOIN teams t ON t.id = o.team_id
+LEFT JOIN locations l ON l.id = o.location_id
+LEFT JOIN vaccines v ON v.id = o.vaccine_id
+LEFT JOIN batches b ON b.id = o.batch_id
+LEFT JOIN vaccinators va ON va.id = o.vaccinator_id
+ORDER BY o.performed_at, o.uuid`
+
+// fileSettings are set for sqlExportRows alone: joins by primary key only (a hash or merge join would
+// need the wide rows sorted again at the end), no sequential scan of the links (a first export's links
+// are not in the statistics yet, and a full scan of a year's links would cost more than the file), no
+// JIT (see decidePlanSettings), and room to sort a year's backlog of narrow rows in memory.
+var fileSettings = [][2]string{
+	{"enable_hashjoin", "off"}, {"enable_mergejoin", "off"}, {"enable_seqscan", "off"}, {"jit", "off"}, {"work_mem", "64MB"},
+}
 
 // sqlUnlinkRefused takes records the writer refused back out of the export and queues them again, so
 // that they are tried again once their data is put right and the file's row count stays exact.

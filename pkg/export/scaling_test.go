@@ -64,10 +64,8 @@ func TestFirstExportIsLinear(t *testing.T) {
 	}
 
 	// The steady state, on the smaller database: the same statement still reads by index only.
-	for _, sql := range steadyStateSQL {
-		if _, err := pools[0].Exec(t.Context(), sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
+	if err := buildSteadyState(t.Context(), pools[0]); err != nil {
+		t.Fatal(err)
 	}
 	for _, programme := range []string{"HPV", "FLU", "MENACWY", "TD_IPV"} {
 		checkDecidePlan(t, pools[0], programme, "steady state, "+programme)

@@ -110,3 +110,58 @@ func TestWritersDoNotWaitForTheFile(t *testing.T) {
 		t.Errorf("%d records still queued after the second export", n)
 	}
 }
+
+// TestTakeDoesNotWaitForAWriter: a writer's transaction that re-queued a record of the programme (its
+// queue row is locked) stays open for the whole export. The export neither waits for it nor cancels it:
+// its take gives up on the locked row and takes the others, leaving that record queued. Once the writer
+// commits, its change goes in the next export as an update.
+func TestTakeDoesNotWaitForAWriter(t *testing.T) {
+	e := newEnv(t)
+	held, _ := e.addRecord(demodata.RecordSpec{Programme: "HPV"})
+	other, _ := e.addRecord(demodata.RecordSpec{Programme: "HPV"})
+	ctx := t.Context()
+	writer, err := e.newPool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback(context.WithoutCancel(ctx))
+	if _, err := writer.Exec(ctx, `UPDATE vaccination_records SET dose_sequence = 2, updated_at = clock_timestamp() WHERE id = $1`, held); err != nil {
+		t.Fatal(err)
+	}
+
+	// Were the take to wait for the writer, the export would never end: the writer commits only after it.
+	exportCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	res, err := e.exporter(e.pool).Export(exportCtx, request("HPV"))
+	if err != nil || len(res) != 1 {
+		t.Fatalf("export while a writer holds a queued row: %+v, %v", res, err)
+	}
+	if res[0].Rows != 2 {
+		t.Fatalf("export: %+v; want both records, as they were when it decided", res[0])
+	}
+	var queued []int64
+	rows, err := e.pool.Query(ctx, `SELECT vaccination_record_id FROM dps_pending_records ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, id)
+	}
+	if len(queued) != 1 || queued[0] != held {
+		t.Fatalf("queued after the export: %v; want only the record the writer holds (%d), not %d", queued, held, other)
+	}
+	if err := writer.Commit(ctx); err != nil {
+		t.Fatalf("the writer's transaction, held across the export: %v", err)
+	}
+	next := e.exportOne(request("HPV"))
+	if next.Rows != 1 || next.Actions["update"] != 1 {
+		t.Fatalf("next export: %+v; want the writer's change as one update", next)
+	}
+	if n := e.count(`SELECT count(*) FROM dps_pending_records`); n != 0 {
+		t.Errorf("%d records still queued after the next export", n)
+	}
+}
