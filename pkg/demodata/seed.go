@@ -165,12 +165,14 @@ func seed(ctx context.Context, tx pgx.Tx, records int, seedValue int64, now time
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"vaccination_records"}, recordColumns, gen); err != nil {
 		return Summary{}, fmt.Errorf("copy vaccination records: %w", err)
 	}
-	// Queue the new records as the trigger would have, in one statement.
+	// Queue the new records as the triggers would have (the queue row carries the record's version and
+	// eligibility), in one statement.
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO dps_pending_records (vaccination_record_id, programme_id)
-		SELECT id, programme_id FROM vaccination_records WHERE id BETWEEN $1 AND $2 ORDER BY id
+		INSERT INTO dps_pending_records (vaccination_record_id, programme_id, record_updated_at, record_eligible)
+		SELECT id, programme_id, updated_at, dps_record_eligible(r) FROM vaccination_records r WHERE id BETWEEN $1 AND $2 ORDER BY id
 		ON CONFLICT (vaccination_record_id) DO UPDATE
-			SET programme_id = EXCLUDED.programme_id, queue_seq = EXCLUDED.queue_seq, queued_at = EXCLUDED.queued_at`,
+			SET programme_id = EXCLUDED.programme_id, queue_seq = EXCLUDED.queue_seq, queued_at = EXCLUDED.queued_at,
+			    record_updated_at = EXCLUDED.record_updated_at, record_eligible = EXCLUDED.record_eligible`,
 		firstRecord, firstRecord+int64(records)-1); err != nil {
 		return Summary{}, fmt.Errorf("queue seeded records: %w", err)
 	}

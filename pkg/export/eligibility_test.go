@@ -97,3 +97,33 @@ func TestReleaseUnknownExport(t *testing.T) {
 		t.Fatal("want an error")
 	}
 }
+
+// TestQueueRowCarriesRecordState: whichever way a record is queued (the recording application's insert
+// or change, or a plain insert into the queue as a release does), its queue row holds the record's
+// version and eligibility as the queueing transaction sees them, which is what deciding reads.
+func TestQueueRowCarriesRecordState(t *testing.T) {
+	e := newEnv(t)
+	id, _ := e.addRecord(demodata.RecordSpec{Programme: "FLU"})
+	check := func(step string, wantEligible bool) {
+		t.Helper()
+		var same, eligible bool
+		if err := e.pool.QueryRow(t.Context(), `SELECT p.record_updated_at = r.updated_at, p.record_eligible
+			FROM dps_pending_records p JOIN vaccination_records r ON r.id = p.vaccination_record_id WHERE r.id = $1`, id).
+			Scan(&same, &eligible); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if !same || eligible != wantEligible {
+			t.Errorf("%s: queue row has the record's version: %v, eligible %v (want %v)", step, same, eligible, wantEligible)
+		}
+	}
+	check("inserted", true)
+	e.exec(`UPDATE vaccination_records SET discarded_at = clock_timestamp(), updated_at = clock_timestamp() WHERE id = $1`, id)
+	check("discarded", false)
+	e.exec(`UPDATE vaccination_records SET discarded_at = NULL, updated_at = clock_timestamp() WHERE id = $1`, id)
+	check("restored", true)
+	e.exec(`DELETE FROM dps_pending_records WHERE vaccination_record_id = $1`, id)
+	e.exec(`INSERT INTO dps_pending_records (vaccination_record_id, programme_id) SELECT id, programme_id FROM vaccination_records WHERE id = $1`, id)
+	check("queued by a plain insert", true)
+	e.exec(`UPDATE vaccination_records SET outcome = 'refused', updated_at = clock_timestamp() WHERE id = $1`, id)
+	check("outcome refused", false)
+}

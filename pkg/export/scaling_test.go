@@ -170,3 +170,65 @@ func (n planNode) walk(visit func(planNode)) {
 		c.walk(visit)
 	}
 }
+
+// TestFileQueryStreams: the file query's plan sorts before it joins the small tables and never sorts
+// the finished rows (its top node is a join, so the first row reaches the writer before the last is
+// joined), and reads no table sequentially, on a first export and in the steady state.
+func TestFileQueryStreams(t *testing.T) {
+	for _, steady := range []bool{false, true} {
+		e := newEnv(t)
+		if _, err := demodata.Seed(t.Context(), e.pool, demodata.Options{Records: 5000, Seed: 3}); err != nil {
+			t.Fatal(err)
+		}
+		what := "first export"
+		if steady {
+			what = "steady state"
+			if err := buildSteadyState(t.Context(), e.pool); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res := e.exportOne(request("FLU"))
+		if res.Rows == 0 {
+			t.Fatalf("%s: %+v", what, res)
+		}
+		checkFilePlan(t, e.pool, res.ExportID, what)
+	}
+}
+
+func checkFilePlan(t *testing.T, pool *pgxpool.Pool, exportID, what string) {
+	t.Helper()
+	ctx := t.Context()
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for _, set := range fileSettings {
+			if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
+				return err
+			}
+		}
+		var plan []byte
+		if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+sqlExportRows, exportID).Scan(&plan); err != nil {
+			return err
+		}
+		var doc []struct {
+			Plan planNode `json:"Plan"`
+		}
+		if err := json.Unmarshal(plan, &doc); err != nil {
+			return err
+		}
+		root := doc[0].Plan
+		if !strings.Contains(root.NodeType, "Nested Loop") {
+			t.Errorf("%s: the file query's top node is %s, not a join: the finished rows are sorted before the first is returned", what, root.NodeType)
+		}
+		root.walk(func(n planNode) {
+			if n.NodeType == "Seq Scan" {
+				t.Errorf("%s: the file query scans %s sequentially", what, n.RelationName)
+			}
+		})
+		if t.Failed() {
+			t.Logf("plan: %s", plan)
+		}
+		return errRollback
+	})
+	if err != nil && !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+}
