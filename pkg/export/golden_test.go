@@ -2,6 +2,8 @@ package export
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
@@ -166,6 +168,9 @@ func TestFileMatchesIndependentSQL(t *testing.T) {
 	}
 	res := e.exportOne(request("FLU"))
 	file := e.file(res.ExportID)
+	if sum := sha256.Sum256(file); res.SHA256 != hex.EncodeToString(sum[:]) || res.SizeBytes != int64(len(file)) {
+		t.Fatalf("export says %d bytes, SHA-256 %s; the stored file has %d bytes, SHA-256 %x", res.SizeBytes, res.SHA256, len(file), sum)
+	}
 	conn, err := e.pool.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)
