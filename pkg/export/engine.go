@@ -561,16 +561,18 @@ type fileStats struct {
 	objectStored bool
 }
 
-// digestWriter hashes and counts what passes through it.
+// digestWriter counts what is written to it and, when it has a hash, hashes it.
 type digestWriter struct {
-	h hash.Hash
+	h hash.Hash // nil: count only
 	n int64
 }
 
 func newDigestWriter() *digestWriter { return &digestWriter{h: sha256.New()} }
 
 func (d *digestWriter) Write(p []byte) (int, error) {
-	d.h.Write(p) // hash.Hash never returns an error
+	if d.h != nil {
+		d.h.Write(p) // hash.Hash never returns an error
+	}
 	d.n += int64(len(p))
 	return len(p), nil
 }
@@ -617,12 +619,12 @@ func (e *Exporter) storeFile(ctx context.Context, tx pgx.Tx, res Result, copyTo 
 		done <- putResult{info, err}
 	}()
 
-	written := &countingWriter{w: pw}
-	var w io.Writer = written
+	written := &digestWriter{} // counts only: Put hashes
+	writers := []io.Writer{written, pw}
 	if copyTo != nil {
-		w = io.MultiWriter(written, copyTo)
+		writers = append(writers, copyTo)
 	}
-	st, err := e.writeFile(ctx, tx, res.ExportID, w)
+	st, err := e.writeFile(ctx, tx, res.ExportID, io.MultiWriter(writers...))
 	if copyTo != nil {
 		if cerr := copyTo.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("close copy: %w", cerr)
@@ -651,18 +653,6 @@ func (e *Exporter) storeFile(ctx context.Context, tx pgx.Tx, res Result, copyTo 
 	}
 	st.size = written.n
 	return st, nil
-}
-
-// countingWriter counts what passes through it to w.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 func putStopped(err error) error {

@@ -112,47 +112,55 @@ func takeCandidates(t *testing.T, pool *pgxpool.Pool, programme string, want int
 // transaction it rolls back, and fails if any table is read sequentially.
 func checkDecidePlan(t *testing.T, pool *pgxpool.Pool, programme, what string) {
 	t.Helper()
-	ctx := t.Context()
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		var id int64
-		if err := tx.QueryRow(ctx, `SELECT id FROM programmes WHERE code = $1`, programme).Scan(&id); err != nil {
-			return err
+	var id int64
+	if err := pool.QueryRow(t.Context(), `SELECT id FROM programmes WHERE code = $1`, programme).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	root, took, plan := explain(t, pool, decidePlanSettings, "ANALYZE, FORMAT JSON", sqlDecideCandidates, id)
+	var scans []string
+	root.walk(func(n planNode) {
+		if !strings.Contains(n.NodeType, "Scan") || n.RelationName == "" {
+			return
 		}
-		for _, set := range decidePlanSettings {
+		scans = append(scans, fmt.Sprintf("%s on %s ×%d", n.NodeType, n.RelationName, n.Loops))
+		if n.NodeType == "Seq Scan" {
+			t.Errorf("%s: sequential scan of %s (%d loops)", what, n.RelationName, n.Loops)
+		}
+	})
+	t.Logf("%s: decided in %.1f ms; %s", what, took, strings.Join(scans, "; "))
+	if t.Failed() {
+		t.Logf("plan: %s", plan)
+	}
+}
+
+// explain runs sql under EXPLAIN (options) with settings set, in a transaction it rolls back, and
+// returns the plan's root, its execution time (with ANALYZE) and the plan as Postgres wrote it.
+func explain(t *testing.T, pool *pgxpool.Pool, settings [][2]string, options, sql string, args ...any) (planNode, float64, []byte) {
+	t.Helper()
+	ctx := t.Context()
+	var doc []struct {
+		Plan          planNode `json:"Plan"`
+		ExecutionTime float64  `json:"Execution Time"`
+	}
+	var plan []byte
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for _, set := range settings {
 			if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
 				return err
 			}
 		}
-		var plan []byte
-		if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+sqlDecideCandidates, id).Scan(&plan); err != nil {
+		if err := tx.QueryRow(ctx, "EXPLAIN ("+options+") "+sql, args...).Scan(&plan); err != nil {
 			return err
-		}
-		var doc []struct {
-			Plan          planNode `json:"Plan"`
-			ExecutionTime float64  `json:"Execution Time"`
 		}
 		if err := json.Unmarshal(plan, &doc); err != nil {
 			return err
-		}
-		var scans []string
-		doc[0].Plan.walk(func(n planNode) {
-			if !strings.Contains(n.NodeType, "Scan") || n.RelationName == "" {
-				return
-			}
-			scans = append(scans, fmt.Sprintf("%s on %s ×%d", n.NodeType, n.RelationName, n.Loops))
-			if n.NodeType == "Seq Scan" {
-				t.Errorf("%s: sequential scan of %s (%d loops)", what, n.RelationName, n.Loops)
-			}
-		})
-		t.Logf("%s: decided in %.1f ms; %s", what, doc[0].ExecutionTime, strings.Join(scans, "; "))
-		if t.Failed() {
-			t.Logf("plan: %s", plan)
 		}
 		return errRollback
 	})
 	if err != nil && !errors.Is(err, errRollback) {
 		t.Fatal(err)
 	}
+	return doc[0].Plan, doc[0].ExecutionTime, plan
 }
 
 var errRollback = errors.New("roll back")
@@ -197,38 +205,16 @@ func TestFileQueryStreams(t *testing.T) {
 
 func checkFilePlan(t *testing.T, pool *pgxpool.Pool, exportID, what string) {
 	t.Helper()
-	ctx := t.Context()
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		for _, set := range fileSettings {
-			if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
-				return err
-			}
+	root, _, plan := explain(t, pool, fileSettings, "FORMAT JSON", sqlExportRows, exportID)
+	if !strings.Contains(root.NodeType, "Nested Loop") {
+		t.Errorf("%s: the file query's top node is %s, not a join: the finished rows are sorted before the first is returned", what, root.NodeType)
+	}
+	root.walk(func(n planNode) {
+		if n.NodeType == "Seq Scan" {
+			t.Errorf("%s: the file query scans %s sequentially", what, n.RelationName)
 		}
-		var plan []byte
-		if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+sqlExportRows, exportID).Scan(&plan); err != nil {
-			return err
-		}
-		var doc []struct {
-			Plan planNode `json:"Plan"`
-		}
-		if err := json.Unmarshal(plan, &doc); err != nil {
-			return err
-		}
-		root := doc[0].Plan
-		if !strings.Contains(root.NodeType, "Nested Loop") {
-			t.Errorf("%s: the file query's top node is %s, not a join: the finished rows are sorted before the first is returned", what, root.NodeType)
-		}
-		root.walk(func(n planNode) {
-			if n.NodeType == "Seq Scan" {
-				t.Errorf("%s: the file query scans %s sequentially", what, n.RelationName)
-			}
-		})
-		if t.Failed() {
-			t.Logf("plan: %s", plan)
-		}
-		return errRollback
 	})
-	if err != nil && !errors.Is(err, errRollback) {
-		t.Fatal(err)
+	if t.Failed() {
+		t.Logf("plan: %s", plan)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/nhs-dps/dps-pipeline/pkg/demodata"
 )
 
@@ -139,17 +141,13 @@ func TestTakeDoesNotWaitForAWriter(t *testing.T) {
 	if res[0].Rows != 2 {
 		t.Fatalf("export: %+v; want both records, as they were when it decided", res[0])
 	}
-	var queued []int64
 	rows, err := e.pool.Query(ctx, `SELECT vaccination_record_id FROM dps_pending_records ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		queued = append(queued, id)
+	queued, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(queued) != 1 || queued[0] != held {
 		t.Fatalf("queued after the export: %v; want only the record the writer holds (%d), not %d", queued, held, other)
