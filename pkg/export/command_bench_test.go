@@ -494,3 +494,25 @@ func (w *writers) stop() (writeStats, error) {
 	defer w.mu.Unlock()
 	return w.got, w.err
 }
+
+// TestCommandBenchmarksRun runs both command benchmarks once at a tiny size, so that a change to the
+// commands they drive (a new required variable, a new deployment step) breaks the suite instead of
+// the benchmarks alone, which nothing runs routinely. It measures nothing. A failure hides the
+// benchmark's own message: run the benchmark (README, Benchmarks) to see it.
+func TestCommandBenchmarksRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the producer a dozen times")
+	}
+	if _, err := os.Stat(timeCommand); err != nil {
+		t.Skipf("%s (GNU time) is needed by the benchmarks: %v", timeCommand, err)
+	}
+	t.Setenv("DPS_BENCH_RECORDS", "20000") // the steady state then has a few hundred queued records per programme
+	for name, bench := range map[string]func(*testing.B){
+		"BenchmarkExportCommand":        BenchmarkExportCommand,
+		"BenchmarkNightlyExportCommand": BenchmarkNightlyExportCommand,
+	} {
+		if r := testing.Benchmark(bench); r.N == 0 {
+			t.Errorf("%s failed at 20,000 records", name)
+		}
+	}
+}
