@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -13,24 +14,30 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 )
 
-// TestUnreachableNATSWarnsWithoutThePassword: while NATS cannot be reached, Connect says so in a WARN
-// every WarnEvery, naming the server it tries, never the user or password in NATS_URL.
-func TestUnreachableNATSWarnsWithoutThePassword(t *testing.T) {
+// noServer returns a local port nothing listens on (it was free a moment ago) and a JSON logger that
+// writes to logs, for tests of Connect while NATS is away.
+func noServer(t *testing.T) (port int, logs *proctest.Buffer, log *slog.Logger) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	port = ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-
-	var logs proctest.Buffer
-	log, err := logging.New(&logs, 0, logging.FormatJSON)
-	if err != nil {
+	logs = new(proctest.Buffer)
+	if log, err = logging.New(logs, 0, logging.FormatJSON); err != nil {
 		t.Fatal(err)
 	}
+	return port, logs, log
+}
+
+// TestUnreachableNATSWarnsWithoutThePassword: while NATS cannot be reached, Connect says so in a WARN
+// every WarnEvery, naming the server it tries, never the user or password in NATS_URL.
+func TestUnreachableNATSWarnsWithoutThePassword(t *testing.T) {
+	port, logs, log := noServer(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
-	_, _, err = bus.Connect(ctx, bus.ConnectOptions{URL: fmt.Sprintf("nats://alice:s3cret-pw@127.0.0.1:%d", port),
+	_, _, err := bus.Connect(ctx, bus.ConnectOptions{URL: fmt.Sprintf("nats://alice:s3cret-pw@127.0.0.1:%d", port),
 		Name: "unreachable-test", Log: log, WarnEvery: 200 * time.Millisecond})
 	if err == nil {
 		t.Fatal("connected to nothing")

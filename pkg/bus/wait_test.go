@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,18 +105,7 @@ func TestRetryWaitsAndWarns(t *testing.T) {
 // TestConnectWaitsForServer: Connect started with no server listening keeps trying, says so in a
 // WARN and on the Status, and connects by itself when the server comes.
 func TestConnectWaitsForServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-
-	var logs proctest.Buffer
-	log, err := logging.New(&logs, 0, logging.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	port, logs, log := noServer(t)
 	status := &bus.Status{}
 	type result struct {
 		nc  *nats.Conn

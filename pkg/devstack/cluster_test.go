@@ -10,7 +10,6 @@ import (
 
 	"github.com/nhs-dps/dps-pipeline/pkg/bus"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
-	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 )
 
 // TestCluster runs the whole pipeline (producer, two senders, tracker as real processes, each as its
@@ -46,13 +45,7 @@ func TestCluster(t *testing.T) {
 
 func testCluster(t *testing.T, nodes int, cold bool, kills []string) {
 	dbURL := pgtest.NewDatabase(t)
-	var out, logs proctest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("lifecycle:\n%s", out.String())
-			t.Logf("last process logs:\n%s", tail(logs.String(), 200))
-		}
-	})
+	out, logs := stackOutput(t, 200)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	s, err := start(ctx, Config{
@@ -62,7 +55,7 @@ func testCluster(t *testing.T, nodes int, cold bool, kills []string) {
 		// The receiver's replies are TestReceiverOutcomes' subject; here exports end acknowledged, so
 		// that the run measures NATS faults alone.
 		NoReceiver: true,
-		Stdout:     &out, Stderr: &logs,
+		Stdout:     out, Stderr: logs,
 	})
 	if err != nil {
 		t.Fatalf("start the stack: %v", err)

@@ -20,6 +20,20 @@ import (
 	"github.com/nhs-dps/dps-pipeline/pkg/replay"
 )
 
+// stackOutput returns the buffers a test stack writes its lifecycle (Stdout) and its children's logs
+// (Stderr) to; if the test fails, both are logged at its end, the logs' last lines lines of them.
+func stackOutput(t *testing.T, lines int) (out, logs *proctest.Buffer) {
+	t.Helper()
+	out, logs = new(proctest.Buffer), new(proctest.Buffer)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("lifecycle:\n%s", out.String())
+			t.Logf("last process logs:\n%s", tail(logs.String(), lines))
+		}
+	})
+	return out, logs
+}
+
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
@@ -37,13 +51,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("end-to-end: builds and runs every process (skipped with -short)")
 	}
 	dbURL := pgtest.NewDatabase(t)
-	var out, logs proctest.Buffer // the children's log pumps and the test share them
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("lifecycle:\n%s", out.String())
-			t.Logf("last process logs:\n%s", tail(logs.String(), 150))
-		}
-	})
+	out, logs := stackOutput(t, 150) // the children's log pumps and the test share them
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 
@@ -52,7 +60,7 @@ func TestEndToEnd(t *testing.T) {
 		DatabaseURL: dbURL, LogLevel: "info",
 		// The production ack waits (30 s, pkg/bus) bound how long a message the server handed out just
 		// as it stopped takes to come back, so the restart needs no test-only setting.
-		Stdout: &out, Stderr: &logs,
+		Stdout: out, Stderr: logs,
 	})
 	if err != nil {
 		t.Fatalf("start the stack: %v", err)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nhs-dps/dps-pipeline/pkg/mesh"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
-	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 )
 
 // Environment of the opt-in run against the official NHS MESH sandbox (github.com/NHSDigital/mesh-sandbox,
@@ -49,14 +48,7 @@ func TestOfficialSandbox(t *testing.T) {
 	defer cancel()
 	leftover := plantLeftover(t, ctx, cfg.MESH)
 
-	var out, logs proctest.Buffer
-	cfg.Stdout, cfg.Stderr = &out, &logs
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("lifecycle:\n%s", out.String())
-			t.Logf("last process logs:\n%s", tail(logs.String(), 100))
-		}
-	})
+	cfg.Stdout, cfg.Stderr = stackOutput(t, 100)
 	s, err := start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start the stack against %s: %v", base, err)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/nhs-dps/dps-pipeline/pkg/dps"
 	"github.com/nhs-dps/dps-pipeline/pkg/pgtest"
-	"github.com/nhs-dps/dps-pipeline/pkg/proctest"
 	"github.com/nhs-dps/dps-pipeline/pkg/tracking"
 )
 
@@ -38,13 +37,7 @@ func TestReceiverOutcomes(t *testing.T) {
 		t.Skip("end-to-end: builds and runs every process (skipped with -short)")
 	}
 	dbURL := pgtest.NewDatabase(t)
-	var out, logs proctest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("lifecycle:\n%s", out.String())
-			t.Logf("last process logs:\n%s", tail(logs.String(), 150))
-		}
-	})
+	out, logs := stackOutput(t, 150)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 
@@ -62,7 +55,7 @@ func TestReceiverOutcomes(t *testing.T) {
 		},
 	}
 	s, err := start(ctx, Config{Once: true, Records: 400, Seed: 5, Senders: 1, DatabaseURL: dbURL, LogLevel: "info",
-		Receiver: rules, Stdout: &out, Stderr: &logs})
+		Receiver: rules, Stdout: out, Stderr: logs})
 	if err != nil {
 		t.Fatalf("start the stack: %v", err)
 	}
