@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nhs-dps/dps-pipeline/pkg/cli"
 	"github.com/nhs-dps/dps-pipeline/pkg/config"
 	"github.com/nhs-dps/dps-pipeline/pkg/export"
 	"github.com/nhs-dps/dps-pipeline/pkg/store"
@@ -27,13 +27,7 @@ func runRefused(ctx context.Context, cfg config.Producer, cmd command, _ *slog.L
 		return err
 	}
 	if cmd.json {
-		enc := json.NewEncoder(stdout)
-		for _, r := range list {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return cli.WriteJSONLines(stdout, list)
 	}
 	if len(list) == 0 {
 		_, err := fmt.Fprintln(stdout, "no refused records: every queued record would be accepted")

@@ -217,11 +217,8 @@ func runExport(ctx context.Context, cfg config.Producer, cmd command, log *slog.
 		opts = append(opts, export.WithCopy(openCopy))
 	}
 	results, err := exporter.Export(ctx, req, opts...)
-	enc := json.NewEncoder(stdout)
-	for _, r := range results {
-		if eerr := enc.Encode(r); eerr != nil {
-			return eerr
-		}
+	if werr := cli.WriteJSONLines(stdout, results); werr != nil {
+		return werr
 	}
 	if err != nil {
 		return err

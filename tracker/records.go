@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -79,13 +78,7 @@ func recordsCommand() cli.Command {
 				return err
 			}
 			if opts.json {
-				enc := json.NewEncoder(stdout)
-				for _, d := range deliveries {
-					if err := enc.Encode(d); err != nil {
-						return err
-					}
-				}
-				return nil
+				return cli.WriteJSONLines(stdout, deliveries)
 			}
 			printDeliveries(stdout, deliveries, opts.filter)
 			return nil

@@ -10,6 +10,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -217,3 +218,15 @@ func NoArguments(args []string, _ io.Writer) error {
 
 // AnyArguments is the Parse of a command that reads its arguments itself, in Run.
 func AnyArguments([]string, io.Writer) error { return nil }
+
+// WriteJSONLines writes each value as one JSON object on a line of its own: the form of every
+// command's --json listing and of the export command's summary, which other programs read line by line.
+func WriteJSONLines[T any](w io.Writer, values []T) error {
+	enc := json.NewEncoder(w)
+	for _, v := range values {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
