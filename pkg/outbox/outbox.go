@@ -152,7 +152,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	}()
 	backoff := r.interval
 	for {
-		if _, err := r.Flush(ctx); err != nil {
+		// A batch under way when ctx ends is finished, not cancelled part-way: a statement cancelled
+		// mid-transaction leaves its rows locked by a connection Postgres has not yet torn down, and the
+		// stopping service's last flush (process.FlushOutbox) would skip them (SKIP LOCKED) and leave
+		// them to the next process to start. Each publish stays bounded by publishTTL.
+		if _, err := r.flush(ctx, context.WithoutCancel(ctx)); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -204,10 +208,17 @@ func (r *Relay) wait(ctx context.Context, listener *pgxpool.Conn, d time.Duratio
 }
 
 // Flush publishes every row pending now and returns how many it published.
-func (r *Relay) Flush(ctx context.Context) (int, error) {
+func (r *Relay) Flush(ctx context.Context) (int, error) { return r.flush(ctx, ctx) }
+
+// flush publishes batch after batch under work until none is left, starting no batch once stop has
+// ended.
+func (r *Relay) flush(stop, work context.Context) (int, error) {
 	total := 0
 	for {
-		published, taken, err := r.flushBatch(ctx)
+		if err := stop.Err(); err != nil {
+			return total, err
+		}
+		published, taken, err := r.flushBatch(work)
 		total += published
 		// A full batch may have more behind it; a row set aside enqueued its dead letter after it.
 		if err != nil || (taken < r.batch && published == taken) {
