@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -57,7 +58,8 @@ func (h *harness) config() Config {
 	return Config{
 		DPSMailbox: testenv.DPSMailbox, WorkflowID: testenv.WorkflowID, JobsEnabled: true,
 		RetryDelays: []time.Duration{50 * time.Millisecond}, LockedDelay: 50 * time.Millisecond,
-		FetchWait: 200 * time.Millisecond,
+		RereadDelays: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond},
+		FetchWait:    200 * time.Millisecond,
 	}
 }
 
@@ -287,6 +289,11 @@ func TestUnusableObjectFailsWithoutSending(t *testing.T) {
 				h.t.Fatal(err)
 			}
 		}, CodeObjectCorrupt},
+		// The bytes in the store no longer match the digest it recorded when it stored them: every read
+		// fails the store's own check, so the file is corrupt once the re-reads fail too.
+		{"chunk changed in the store", func(h *harness, x *testenv.Export) {
+			h.replaceChunk(x.Ready.ObjectName)
+		}, CodeObjectCorrupt},
 		{"object missing", func(h *harness, x *testenv.Export) {
 			if err := h.Objects.Delete(context.Background(), x.Ready.ObjectName); err != nil {
 				h.t.Fatal(err)
@@ -320,6 +327,97 @@ func TestUnusableObjectFailsWithoutSending(t *testing.T) {
 	h.waitEvents(bus.SubjectDeadLetterSender, len(cases))
 	if n := h.Sandbox.Requests(meshsandbox.RouteSend); n != 0 {
 		t.Errorf("%d sends reached MESH, want none", n)
+	}
+}
+
+// replaceChunk swaps the last chunk of an object for one of the same size with other bytes, behind
+// the Object Store's back, as a damaged store would hold it.
+func (h *harness) replaceChunk(name string) {
+	h.t.Helper()
+	ctx := context.Background()
+	info, err := h.Objects.GetInfo(ctx, name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	stream, err := h.JS.Stream(ctx, "OBJ_"+bus.BucketExports)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	subject := "$O." + bus.BucketExports + ".C." + info.NUID
+	chunk, err := stream.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := stream.DeleteMsg(ctx, chunk.Sequence); err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.JS.Publish(ctx, subject, bytes.Repeat([]byte("x"), len(chunk.Data))); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// cutShortOnce is the export bucket with the first read of each object cut short and ending with the
+// store's digest error, as a read that a failover cuts short ends.
+type cutShortOnce struct {
+	jetstream.ObjectStore
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (c *cutShortOnce) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	res, err := c.ObjectStore.Get(ctx, name, opts...)
+	if err != nil {
+		return res, err
+	}
+	c.mu.Lock()
+	c.reads[name]++
+	first := c.reads[name] == 1
+	c.mu.Unlock()
+	if !first {
+		return res, nil
+	}
+	return &cutShort{ObjectResult: res, left: 3}, nil
+}
+
+type cutShort struct {
+	jetstream.ObjectResult
+	left int
+}
+
+func (c *cutShort) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, jetstream.ErrDigestMismatch
+	}
+	n, err := c.ObjectResult.Read(p[:min(len(p), c.left)])
+	c.left -= n
+	return n, err
+}
+
+func TestRereadsAFileAReadCutShort(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	x := h.AddExport(ctx, 2)
+	s := h.sender(h.config(), 0)
+	objects := &cutShortOnce{ObjectStore: h.Objects, reads: map[string]int{}}
+	s.objects = objects
+	h.start(s)
+
+	st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
+	if st.Attempts != 1 {
+		t.Errorf("attempts %d, want 1", st.Attempts)
+	}
+	body := download(t, h.MESHClient(testenv.DPSMailbox, testenv.DPSPassword, 0), st.MessageID)
+	if !bytes.Equal(body, x.Body) {
+		t.Errorf("DPS received %q, want %q", body, x.Body)
+	}
+	objects.mu.Lock()
+	reads := objects.reads[x.Ready.ObjectName]
+	objects.mu.Unlock()
+	if reads != 2 {
+		t.Errorf("the file was read %d times, want 2 (one cut short, one whole)", reads)
+	}
+	if !strings.Contains(h.logBuf.String(), "reading it again") {
+		t.Error("the read cut short was not logged")
 	}
 }
 

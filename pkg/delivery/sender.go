@@ -47,6 +47,10 @@ type Config struct {
 	RetryDelays []time.Duration
 	// LockedDelay is the nak delay when another sender holds the export; default 2s.
 	LockedDelay time.Duration
+	// RereadDelays are the pauses before each new read of a file whose bytes failed the Object Store's
+	// own digest check (one more read per delay); default 500ms, 2s. Only when every read fails so is
+	// the file corrupt.
+	RereadDelays []time.Duration
 	// FetchWait bounds one wait for a batch, and so how long a shutdown waits for a fetch; default the
 	// runner's, 2s.
 	FetchWait time.Duration
@@ -65,6 +69,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.LockedDelay <= 0 {
 		c.LockedDelay = 2 * time.Second
+	}
+	if len(c.RereadDelays) == 0 {
+		c.RereadDelays = []time.Duration{500 * time.Millisecond, 2 * time.Second}
 	}
 	if c.GateWarnInterval <= 0 {
 		c.GateWarnInterval = 5 * time.Minute
