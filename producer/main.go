@@ -50,13 +50,22 @@ func subcommand(name string, f func(context.Context, config.Producer, command, *
 				cmd, err = parseCommand(name, args, stderr)
 				return err
 			},
-			Load: loadConfig,
+			Load: func() (config.Producer, config.Shared, error) {
+				cfg, shared, err := loadConfig()
+				if err == nil && buildsFiles[name] {
+					err = cfg.RequireSenderODS()
+				}
+				return cfg, shared, err
+			},
 			Run: func(ctx context.Context, cfg config.Producer, log *slog.Logger, stdout, _ io.Writer) error {
 				return f(ctx, cfg, cmd, log, stdout)
 			},
 		}.Main(args, stdout, stderr)
 	}
 }
+
+// buildsFiles are the subcommands that name DPS files, and so need DPS_SENDER_ODS_CODE.
+var buildsFiles = map[string]bool{"run": true, "export": true}
 
 // loadConfig reads the producer's settings, for every subcommand.
 func loadConfig() (config.Producer, config.Shared, error) {

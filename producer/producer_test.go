@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -462,5 +463,26 @@ func TestDryRunOutAndRefused(t *testing.T) {
 	}
 	if _, errOut, code := s.run(append(s.env(), "DPS_SENDER_ODS_CODE=X_1"), "export", "--programme", "HPV"); code != 2 || !strings.Contains(errOut, "DPS_SENDER_ODS_CODE") {
 		t.Fatalf("bad DPS_SENDER_ODS_CODE: exit %d, %s", code, errOut)
+	}
+}
+
+// TestSenderODSCodeOnlyWhereFilesAreBuilt: DPS_SENDER_ODS_CODE names every file, so the commands that
+// build files refuse to start without it, before they connect to anything; the others (a new user's
+// migrate and seed first of all) run without it.
+func TestSenderODSCodeOnlyWhereFilesAreBuilt(t *testing.T) {
+	s := newStack(t)
+	noCode := slices.DeleteFunc(s.env(), func(kv string) bool { return strings.HasPrefix(kv, "DPS_SENDER_ODS_CODE=") })
+	for _, args := range [][]string{{"migrate"}, {"seed", "--records", "20"}, {"topology"}, {"refused"}} {
+		if _, errOut, code := s.run(noCode, args...); code != 0 {
+			t.Errorf("producer %v without DPS_SENDER_ODS_CODE: exit %d\n%s", args, code, errOut)
+		}
+	}
+	for _, args := range [][]string{{"export", "--programme", "HPV"}, {"export", "--programme", "HPV", "--dry-run"}, {"run"}} {
+		if _, errOut, code := s.run(noCode, args...); code != 2 || !strings.Contains(errOut, "DPS_SENDER_ODS_CODE") {
+			t.Errorf("producer %v without DPS_SENDER_ODS_CODE: exit %d, want 2 naming the variable\n%s", args, code, errOut)
+		}
+	}
+	if n := s.count(`SELECT count(*) FROM dps_exports`); n != 0 {
+		t.Errorf("%d exports made without a sender ODS code", n)
 	}
 }

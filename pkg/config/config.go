@@ -76,7 +76,8 @@ type Producer struct {
 	// ObjectRetention is how long an export's file stays in the Object Store after DPS acknowledged it.
 	ObjectRetention time.Duration `env:"DPS_OBJECT_RETENTION" envDefault:"168h"`
 	// SenderODS is our organisation's ODS code: the receiver reads it from every file name and maps it to
-	// the supplier whose permissions apply. No default: a wrong one gets every file refused.
+	// the supplier whose permissions apply. No default: a wrong one gets every file refused. Required by
+	// the commands that build files (RequireSenderODS).
 	SenderODS string `env:"DPS_SENDER_ODS_CODE"`
 	// MESHJobsEnabled is read, though the producer never calls MESH, so that one environment shared by
 	// all three processes is checked the same way by each: a typo in the gate stops every one of them.
@@ -154,14 +155,21 @@ func LoadProducer() (Producer, error) {
 	if c.ObjectRetention <= 0 {
 		return c, &Error{Var: "DPS_OBJECT_RETENTION", Problem: "must be a positive duration such as 168h"}
 	}
-	if c.SenderODS == "" {
-		return c, &Error{Var: "DPS_SENDER_ODS_CODE", Problem: "is required: our organisation's ODS code, part of every DPS file name"}
-	}
-	if !dps.ValidODSCode(c.SenderODS) {
+	if c.SenderODS != "" && !dps.ValidODSCode(c.SenderODS) {
 		return c, &Error{Var: "DPS_SENDER_ODS_CODE", Problem: "must be 3 to 10 letters and digits"}
 	}
 	c.SenderODS = strings.ToUpper(c.SenderODS)
 	return c, nil
+}
+
+// RequireSenderODS says whether the configuration can name a DPS file: the commands that build files
+// (the service, an export) need DPS_SENDER_ODS_CODE; the others (migrate, seed, topology, listings)
+// name none and run without it. LoadProducer has checked its form when it is set.
+func (c Producer) RequireSenderODS() error {
+	if c.SenderODS == "" {
+		return &Error{Var: "DPS_SENDER_ODS_CODE", Problem: "is required: our organisation's ODS code, part of every DPS file name"}
+	}
+	return nil
 }
 
 // LoadSender reads and checks the sender's configuration.

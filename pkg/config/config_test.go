@@ -87,7 +87,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		{"operator command without password", map[string]string{"MESH_MAILBOX": "X26ABC1"}, loadMESH, "MESH_PASSWORD"},
 		{"sender concurrency", map[string]string{"SENDER_CONCURRENCY": "0"}, loadSender, "SENDER_CONCURRENCY"},
 		{"replicas", map[string]string{"NATS_STREAM_REPLICAS": "2"}, loadProducer, "NATS_STREAM_REPLICAS"},
-		{"no sender ODS code", map[string]string{}, loadProducer, "DPS_SENDER_ODS_CODE"},
+		{"no sender ODS code where files are built", map[string]string{}, loadProducerForFiles, "DPS_SENDER_ODS_CODE"},
 		{"sender ODS code with underscore", map[string]string{"DPS_SENDER_ODS_CODE": "V0_V8L"}, loadProducer, "DPS_SENDER_ODS_CODE"},
 		{"sender ODS code too long", map[string]string{"DPS_SENDER_ODS_CODE": "ABCDEFGHIJK"}, loadProducer, "DPS_SENDER_ODS_CODE"},
 		{"sender ODS code too short", map[string]string{"DPS_SENDER_ODS_CODE": "AB"}, loadProducer, "DPS_SENDER_ODS_CODE"},
@@ -153,9 +153,16 @@ func TestSecretsFromFiles(t *testing.T) {
 }
 
 func loadProducer() error { _, err := LoadProducer(); return err }
-func loadSender() error   { _, err := LoadSender(); return err }
-func loadTracker() error  { _, err := LoadTracker(); return err }
-func loadMESH() error     { _, err := LoadMESH(); return err }
+func loadProducerForFiles() error {
+	c, err := LoadProducer()
+	if err != nil {
+		return err
+	}
+	return c.RequireSenderODS()
+}
+func loadSender() error  { _, err := LoadSender(); return err }
+func loadTracker() error { _, err := LoadTracker(); return err }
+func loadMESH() error    { _, err := LoadMESH(); return err }
 
 func with(m map[string]string, k, v string) map[string]string {
 	out := map[string]string{k: v}
