@@ -74,8 +74,9 @@ func pick(r *rand.Rand, ws []weighted) string {
 
 // Seed adds opts.Records vaccination records, with the patients they are for, over all
 // four programmes, ensuring the reference data and the demo world first. Everything is
-// written in one transaction with COPY. The new records are queued for export in
-// dps_pending_records exactly as the queue trigger would queue them.
+// written in one transaction with COPY, then the tables are vacuumed and analysed. The new
+// records are queued for export in dps_pending_records exactly as the queue trigger would
+// queue them.
 //
 // Output is a function of opts and the number of records already in the database, so
 // the same seed on two fresh databases gives identical rows, and calling Seed again
@@ -97,8 +98,17 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, opts Options) (Summary, error
 	if err != nil {
 		return Summary{}, fmt.Errorf("seed %d records: %w", opts.Records, err)
 	}
+	// A database that has held its records for a while has been through autovacuum: statistics for the
+	// planner, hint bits set, the visibility map filled. Without this, whatever runs first after a large
+	// seed plans against empty statistics and rewrites every page it reads to set hint bits.
+	if _, err := pool.Exec(ctx, sqlSettle); err != nil {
+		return Summary{}, fmt.Errorf("seed %d records: vacuum and analyse: %w", opts.Records, err)
+	}
 	return sum, nil
 }
+
+// sqlSettle vacuums and analyses every table Seed writes.
+const sqlSettle = `VACUUM (ANALYZE) programmes, teams, locations, vaccines, batches, vaccinators, patients, vaccination_records, dps_pending_records`
 
 func seed(ctx context.Context, tx pgx.Tx, records int, seedValue int64, now time.Time) (Summary, error) {
 	ref, err := upsertReference(ctx, tx) // takes the demo data lock for the transaction

@@ -45,6 +45,20 @@ func TestSeed100k(t *testing.T) {
 		}
 	})
 
+	t.Run("vacuumed and analysed", func(t *testing.T) {
+		// As autovacuum would leave them: the first query after a seed plans with statistics.
+		for _, table := range []string{"patients", "vaccination_records", "dps_pending_records"} {
+			var vacuumed, analysed bool
+			if err := pool.QueryRow(ctx, `SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = $1`,
+				table).Scan(&vacuumed, &analysed); err != nil {
+				t.Fatal(err)
+			}
+			if !vacuumed || !analysed {
+				t.Errorf("%s: vacuumed %v, analysed %v after the seed", table, vacuumed, analysed)
+			}
+		}
+	})
+
 	t.Run("four programmes", func(t *testing.T) {
 		rows, err := pool.Query(ctx, `
 			SELECT p.code, count(*),
