@@ -417,13 +417,13 @@ func linkDecided(ctx context.Context, tx pgx.Tx, exportID any) (nNew, nUpdate, n
 
 // takeDecided takes the decided candidates off the queue (see sqlTakeDecided) and returns how many it
 // took.
-func takeDecided(ctx context.Context, tx pgx.Tx) (int64, error) {
+func takeDecided(ctx context.Context, tx pgx.Tx, programmeID int64) (int64, error) {
 	var taken int64
-	err := withLocalSettings(ctx, tx, candidateSetSettings, func() error {
+	err := withLocalSettings(ctx, tx, takeSettings, func() error {
 		var err error
-		taken, err = takePlain(ctx, tx)
+		taken, err = takePlain(ctx, tx, programmeID)
 		if errors.Is(err, errTakeWouldWait) {
-			tag, err := tx.Exec(ctx, sqlTakeDecidedSkipLocked)
+			tag, err := tx.Exec(ctx, sqlTakeDecidedSkipLocked, programmeID)
 			taken = tag.RowsAffected()
 			return err
 		}
@@ -447,7 +447,7 @@ var errTakeWouldWait = errors.New("a writer holds a queued row")
 // takePlain runs sqlTakeDecided in a savepoint under takeLockTimeout. When the delete gives up waiting
 // for a writer (or would deadlock with one), it is rolled back to the savepoint and errTakeWouldWait is
 // returned; the transaction goes on.
-func takePlain(ctx context.Context, tx pgx.Tx) (int64, error) {
+func takePlain(ctx context.Context, tx pgx.Tx, programmeID int64) (int64, error) {
 	sp, err := tx.Begin(ctx) // a savepoint
 	if err != nil {
 		return 0, err
@@ -455,7 +455,7 @@ func takePlain(ctx context.Context, tx pgx.Tx) (int64, error) {
 	var tag pgconn.CommandTag
 	err = withLocalSettings(ctx, sp, [][2]string{{"lock_timeout", takeLockTimeout}}, func() error {
 		var err error
-		tag, err = sp.Exec(ctx, sqlTakeDecided)
+		tag, err = sp.Exec(ctx, sqlTakeDecided, programmeID)
 		return err
 	})
 	if err != nil {
@@ -500,7 +500,7 @@ func withLocalSettings(ctx context.Context, tx pgx.Tx, settings [][2]string, fn 
 // held from here to the end of the commit, the programme's advisory lock from the start of the run; both
 // are logged, with the time of each step.
 func (e *Exporter) takeAndCommit(ctx context.Context, tx pgx.Tx, p programme, res Result, t *runTimer, committing *bool) error {
-	taken, err := takeDecided(ctx, tx)
+	taken, err := takeDecided(ctx, tx, p.id)
 	if err != nil {
 		return err
 	}

@@ -124,7 +124,7 @@ FROM (
 // statement for longer than it runs.
 var decidePlanSettings = [][2]string{{"enable_seqscan", "off"}, {"jit", "off"}}
 
-// candidateSetSettings are set for sqlLinkDecided and sqlTakeDecided: each sorts or hashes the whole
+// candidateSetSettings are set for sqlLinkDecided (and, with more, sqlTakeDecided): each sorts the whole
 // decision once (a year's backlog is a few hundred thousand narrow rows, 10 to 30 MB), which the default
 // work_mem of 4 MB would spill to disk in batches.
 var candidateSetSettings = [][2]string{{"work_mem", "64MB"}}
@@ -153,21 +153,34 @@ SELECT count(*) FILTER (WHERE action = 'new'),
 FROM linked`
 
 // sqlTakeDecided removes the decided candidates from the queue; see above. A row whose queue_seq a
-// writer changed while the delete waited for it is checked again as it now is, and stays.
+// writer changed while the delete waited for it is checked again as it now is, and stays. The queue is
+// read through the programme's index, in record order, so that only the programme's rows are read and
+// the join with the decision is a merge (or, for a few candidates, an index probe each); takeSettings
+// rules out the hash join, which read the whole queue, every programme's rows, to probe a hash of the
+// decision (FLU's first export at 1,000,000 records: 1.6 s so, 0.9 s now).
+//
+// $1 programme id.
 const sqlTakeDecided = `
 DELETE FROM dps_pending_records p
 USING dps_export_decided d
-WHERE d.record_id = p.vaccination_record_id AND d.queue_seq = p.queue_seq`
+WHERE p.programme_id = $1 AND d.record_id = p.vaccination_record_id AND d.queue_seq = p.queue_seq`
 
 // sqlTakeDecidedSkipLocked is sqlTakeDecided for when a writer holds some of the rows: it never waits.
+//
+// $1 programme id.
 const sqlTakeDecidedSkipLocked = `
 WITH locked AS (
     SELECT p.ctid AS row_id
     FROM dps_pending_records p
     JOIN dps_export_decided d ON d.record_id = p.vaccination_record_id AND d.queue_seq = p.queue_seq
+    WHERE p.programme_id = $1
     FOR UPDATE OF p SKIP LOCKED
 )
 DELETE FROM dps_pending_records p USING locked WHERE p.ctid = locked.row_id`
+
+// takeSettings are set for sqlTakeDecided and sqlTakeDecidedSkipLocked: see there, and
+// candidateSetSettings.
+var takeSettings = [][2]string{{"work_mem", "64MB"}, {"enable_hashjoin", "off"}}
 
 // takeLockTimeout bounds how long sqlTakeDecided waits for a row a writer holds. It is well under
 // Postgres' default deadlock_timeout (1 s), so a deadlock with a writer ends with the delete giving up,
@@ -197,62 +210,62 @@ LEFT JOIN vaccinators va ON va.id = r.vaccinator_id
 WHERE er.export_id = $1
 ORDER BY r.performed_at, r.uuid`
 
-// sqlExportRows reads the rows of exportRowsFrom, typed as the database holds them, each with the
-// version linked and the version read; dps.Writer does every formatting decision. LOCATION_CODE is the
-// school's URN at a school and otherwise the team's ODS code, as the DPS spec says, even where a clinic
-// has an ODS code of its own. DOSE_AMOUNT is the record's volume as held, else its vaccine's (a record
-// made before volumes were recorded per dose has none).
+// sqlExportRows reads the rows of exportRowsFrom without the small tables, typed as the database
+// holds them, each with the version linked and the version read; dps.Writer does every formatting
+// decision. The team, location, vaccine, batch and vaccinator come as ids, which the file's side looks
+// up in the reference (sqlReference*), read once per file: joining them here cost five index probes per
+// row, a quarter of the statement's time (1.1 s of 4.4 s for a first export of 363,855 rows), for
+// tables of a few hundred rows.
 //
-// The statement is shaped so that rows reach the writer while Postgres is still joining, and the two
-// work side by side: the links, their records and patients are read in record order and sorted into
-// file order first (the sort holds those columns only, behind OFFSET 0 so that it stays there; Postgres
-// may split this part between parallel workers and merge their sorted parts), then each sorted row is
-// joined to its team, location, vaccine, batch and vaccinator (small tables, by primary key), which
-// keeps the order and needs no sort at the end. Written as one join with ORDER BY at the end
-// (exportRowsFrom), Postgres sorts the whole file's rows before it returns the first one, and the
-// writer, the digest and the upload then run only after it (the file of a first export of 363,855 rows
-// took 6.8 s so, about 5 s now). fileSettings keeps the plan in that shape whatever the statistics say;
-// TestFileQueryStreams checks it.
+// The statement is shaped so that most of Postgres' work is done while the rows stream to the writer:
+// the links and their records are read in record order and sorted into file order first (behind
+// OFFSET 0 so that the sort stays there, holding the records' columns only), and each sorted row is
+// then joined to its patient by primary key, which keeps the order and needs no sort at the end. The
+// sort must finish before the first row goes out; the patients' probes then run side by side with the
+// formatting. With the patients joined below the sort, the file of the same first export took 1.8 s
+// longer (the probes all ran before the first row). fileSettings keeps the plan in this shape whatever
+// the statistics say; TestFileQueryStreams checks it.
 //
 // $1 export id.
 const sqlExportRows = `
-SELECT o.id, o.record_updated_at, o.updated_at, coalesce(o.nhs_number, ''), o.given_name, o.family_name, o.date_of_birth, o.gender_code,
-       coalesce(o.address_postcode, ''), o.performed_at, t.ods_code, o.uuid::text, o.action,
-       coalesce(va.full_name, ''), o.created_at,
-       coalesce(v.snomed_procedure_code, ''), coalesce(v.snomed_procedure_term, ''), coalesce(o.dose_sequence, 0),
-       coalesce(v.snomed_product_code, ''), coalesce(v.snomed_product_term, ''), coalesce(v.manufacturer, ''),
-       coalesce(b.name, ''), b.expiry,
-       coalesce(o.delivery_site, ''), coalesce(o.delivery_method, ''),
-       coalesce(coalesce(o.dose_volume_ml, v.dose_volume_ml)::text, ''),
-       CASE WHEN l.type = 'school' THEN l.urn ELSE '' END,
-       CASE WHEN l.type IS DISTINCT FROM 'school' THEN t.ods_code ELSE '' END
+SELECT o.id, o.record_updated_at, o.updated_at, coalesce(pa.nhs_number, ''), pa.given_name, pa.family_name, pa.date_of_birth,
+       pa.gender_code, coalesce(pa.address_postcode, ''), o.performed_at, o.uuid::text, o.action, o.created_at,
+       coalesce(o.dose_sequence, 0), coalesce(o.delivery_site, ''), coalesce(o.delivery_method, ''), o.dose_volume_ml::text,
+       o.team_id, o.location_id, o.vaccine_id, o.batch_id, o.vaccinator_id
 FROM (
-    SELECT r.id, er.record_updated_at, er.action, r.updated_at, r.performed_at, r.uuid, r.created_at, r.team_id,
+    SELECT r.id, er.record_updated_at, er.action, r.updated_at, r.performed_at, r.uuid, r.created_at, r.patient_id, r.team_id,
            r.location_id, r.vaccine_id, r.batch_id, r.vaccinator_id, r.dose_sequence, r.delivery_site, r.delivery_method,
-           r.dose_volume_ml,
-           pa.nhs_number, pa.given_name, pa.family_name, pa.date_of_birth, pa.gender_code, pa.address_postcode
+           r.dose_volume_ml
     FROM dps_export_records er
     JOIN vaccination_records r ON r.id = er.vaccination_record_id
-    JOIN patients pa ON pa.id = r.patient_id
     WHERE er.export_id = $1
     ORDER BY r.performed_at, r.uuid
     OFFSET 0
 ) o
-JOIN teams t ON t.id = o.team_id
-LEFT JOIN locations l ON l.id = o.location_id
-LEFT JOIN vaccines v ON v.id = o.vaccine_id
-LEFT JOIN batches b ON b.id = o.batch_id
-LEFT JOIN vaccinators va ON va.id = o.vaccinator_id
+JOIN patients pa ON pa.id = o.patient_id
 ORDER BY o.performed_at, o.uuid`
 
-// fileSettings are set for sqlExportRows alone: joins by primary key only (a hash or merge join would
-// need the wide rows sorted again at the end), no sequential scan of the links (a first export's links
-// are not in the statistics yet, and a full scan of a year's links would cost more than the file), no
-// JIT (see decidePlanSettings), and room to sort a year's backlog in memory (in parallel workers, about
-// 100 MB of rows for a first export of a million records).
+// fileSettings are set for sqlExportRows alone: joins by primary key only (a hash join would read the
+// whole of records or patients for a nightly file of a few thousand rows), no sequential scan of the
+// links (a first export's links are not in the statistics yet, and a full scan of a year's links would
+// cost more than the file), no JIT (see decidePlanSettings), and room to sort a year's backlog in
+// memory (about 100 MB of rows for a first export of a million records, split between parallel
+// workers when Postgres uses them).
 var fileSettings = [][2]string{
 	{"enable_hashjoin", "off"}, {"enable_mergejoin", "off"}, {"enable_seqscan", "off"}, {"jit", "off"}, {"work_mem", "64MB"},
 }
+
+// The reference a file's rows are completed from (see sqlExportRows), read after the candidates are
+// linked: every linked record version references rows that existed when it was decided, and rows a
+// record references cannot be deleted, so each one is there. A location's LOCATION_CODE is its URN at a
+// school; a dose volume is the record's, else its vaccine's, as text as Postgres formats numeric.
+const (
+	sqlReferenceTeams       = `SELECT id, ods_code FROM teams`
+	sqlReferenceLocations   = `SELECT id, type = 'school', coalesce(urn, '') FROM locations`
+	sqlReferenceVaccines    = `SELECT id, snomed_procedure_code, snomed_procedure_term, snomed_product_code, snomed_product_term, manufacturer, dose_volume_ml::text FROM vaccines`
+	sqlReferenceBatches     = `SELECT id, name, expiry FROM batches`
+	sqlReferenceVaccinators = `SELECT id, full_name FROM vaccinators`
+)
 
 // sqlUnlinkRefused takes records the writer refused back out of the export and queues them again, so
 // that they are tried again once their data is put right and the file's row count stays exact.
