@@ -312,12 +312,11 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 		return res, err
 	}
 	t.mark("decide")
-	nNew, nUpdate, nDelete, err := linkDecided(ctx, tx, id)
+	linked, err := linkDecided(ctx, tx, id)
 	if err != nil {
 		return res, err
 	}
 	t.mark("link")
-	linked := nNew + nUpdate + nDelete
 	e.log.Debug("candidates decided", slog.String("programme", p.code), slog.Int64("candidates", decided),
 		slog.Int("linked", linked))
 	if linked == 0 {
@@ -404,15 +403,17 @@ func decideCandidates(ctx context.Context, tx pgx.Tx, programmeID int64) (int64,
 	return decided, nil
 }
 
-// linkDecided runs sqlLinkDecided and returns the links made per action.
-func linkDecided(ctx context.Context, tx pgx.Tx, exportID any) (nNew, nUpdate, nDelete int, err error) {
+// linkDecided runs sqlLinkDecided and returns how many links it made.
+func linkDecided(ctx context.Context, tx pgx.Tx, exportID any) (linked int, err error) {
 	err = withLocalSettings(ctx, tx, candidateSetSettings, func() error {
-		return tx.QueryRow(ctx, sqlLinkDecided, exportID).Scan(&nNew, &nUpdate, &nDelete)
+		tag, err := tx.Exec(ctx, sqlLinkDecided, exportID)
+		linked = int(tag.RowsAffected())
+		return err
 	})
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("link candidates: %w", err)
+		return 0, fmt.Errorf("link candidates: %w", err)
 	}
-	return nNew, nUpdate, nDelete, nil
+	return linked, nil
 }
 
 // takeDecided takes the decided candidates off the queue (see sqlTakeDecided) and returns how many it

@@ -139,20 +139,13 @@ const sqlSetLocal = `SELECT set_config($1, $2, true)`
 const sqlAnalyzeDecided = `ANALYZE dps_export_decided`
 
 // sqlLinkDecided links the decided candidates that have something to send, in record order (the
-// indexes of dps_export_records are then written mostly at their right edge), and counts them by
-// action.
+// indexes of dps_export_records are then written mostly at their right edge). It returns nothing: the
+// count of links is the statement's tag, and the file counts its rows per action as it writes them.
 //
 // $1 export id.
 const sqlLinkDecided = `
-WITH linked AS (
-    INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
-    SELECT $1, record_id, updated_at, action FROM dps_export_decided WHERE action IS NOT NULL ORDER BY record_id
-    RETURNING action
-)
-SELECT count(*) FILTER (WHERE action = 'new'),
-       count(*) FILTER (WHERE action = 'update'),
-       count(*) FILTER (WHERE action = 'delete')
-FROM linked`
+INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
+SELECT $1, record_id, updated_at, action FROM dps_export_decided WHERE action IS NOT NULL ORDER BY record_id`
 
 // sqlTakeDecided removes the decided candidates from the queue; see above. A row whose queue_seq a
 // writer changed while the delete waited for it is checked again as it now is, and stays. The queue is
