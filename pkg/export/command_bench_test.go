@@ -62,10 +62,12 @@ func BenchmarkExportCommand(b *testing.B) {
 
 // BenchmarkNightlyExportCommand is the steady state: DPS_BENCH_RECORDS records (default 10,000,000)
 // of which all but 1 % went out in a year of nightly exports, then tonight's `producer export` of
-// each programme against the COPY of the rows it sends. Building the history takes most of the time
-// (about half an hour at 10,000,000).
+// each programme against the COPY of the rows it sends. Which 1 % is DPS_BENCH_QUEUE (queueShapes):
+// by default the newest records, as a night leaves them; "scattered" for every hundredth record of
+// the year, the worst case. Seeding takes most of the time (about 6 minutes at 10,000,000).
 func BenchmarkNightlyExportCommand(b *testing.B) {
 	n := benchRecords(b, 10_000_000)
+	shape := benchQueue(b)
 	bin := proctest.Binary(b, "./producer")
 	if _, err := os.Stat(timeCommand); err != nil {
 		b.Skipf("%s (GNU time) is needed to measure the peak RSS: %v", timeCommand, err)
@@ -74,24 +76,51 @@ func BenchmarkNightlyExportCommand(b *testing.B) {
 	for b.Loop() {
 		c := newCommandBench(b, bin, natsURL, n)
 		start := time.Now()
-		if err := buildSteadyState(context.Background(), c.pool); err != nil {
+		if err := buildSteadyState(context.Background(), c.pool, shape); err != nil {
 			b.Fatal(err)
 		}
-		b.Logf("a year of history built in %s", time.Since(start).Round(time.Second))
+		b.Logf("a year of history built in %s; tonight's queue: %s", time.Since(start).Round(time.Second), shape)
 		for _, programme := range []string{"HPV", "FLU", "MENACWY", "TD_IPV"} {
 			c.export(programme)
 		}
 	}
 }
 
+// The shapes of tonight's queue in the steady state: which 1 % of the records a year of nightly
+// exports has not carried yet.
+const (
+	// queueRecent: the newest records, recorded since the last export. Each night carries what was
+	// queued the night before, so this is what a queue holds; its links go to the right edge of the
+	// history's index by record.
+	queueRecent = "recent"
+	// queueScattered: every hundredth record of the year, never sent. No run of the pipeline leaves
+	// this (each night sends what is queued); it is the worst case for the history's indexes, whose
+	// every leaf a night's links then touch.
+	queueScattered = "scattered"
+)
+
+// benchQueue is DPS_BENCH_QUEUE: queueRecent (the default) or queueScattered.
+func benchQueue(b *testing.B) string {
+	b.Helper()
+	switch v := os.Getenv("DPS_BENCH_QUEUE"); v {
+	case "", queueRecent:
+		return queueRecent
+	case queueScattered:
+		return queueScattered
+	default:
+		b.Fatalf("DPS_BENCH_QUEUE=%q: want %q or %q", v, queueRecent, queueScattered)
+		return ""
+	}
+}
+
 // buildSteadyState turns a fresh seed into a year of nightly exports (a few failed) that carried every
-// record but 1 %, some of them again as updates in the latest export; then a few of the records sent
-// change (0.1 %), and the tables are left as autovacuum would leave them. The history's links are
+// record but 1 % (which 1 %: shape), some of them again as updates in the latest export; then a few of
+// the records sent change (0.1 %), and the tables are left as autovacuum would leave them. The history's links are
 // loaded with dps_export_records' indexes dropped and then built again as the migrations define them
 // (read from the catalogue, so that they cannot drift), which is faster than inserting into them one
 // random leaf at a time. It is set-up: the export measured afterwards sees the same tables and indexes
 // either way.
-func buildSteadyState(ctx context.Context, pool *pgxpool.Pool) error {
+func buildSteadyState(ctx context.Context, pool *pgxpool.Pool, shape string) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -108,6 +137,16 @@ func buildSteadyState(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	if err := exec(`SET work_mem = '256MB'`); err != nil {
 		return err
+	}
+	// carried says which records the year's exports carried: all but the newest 1 % (by id, the order
+	// they were recorded in), or all but every hundredth.
+	carried := "r.id % 100 <> 0"
+	if shape == queueRecent {
+		var cutoff int64
+		if err := conn.QueryRow(ctx, `SELECT min(id) + (max(id) - min(id) + 1) * 99 / 100 FROM vaccination_records`).Scan(&cutoff); err != nil {
+			return err
+		}
+		carried = fmt.Sprintf("r.id < %d", cutoff)
 	}
 	// What to build again: the constraints that own an index, then the other indexes.
 	var rebuild, drop []string
@@ -148,15 +187,15 @@ func buildSteadyState(ctx context.Context, pool *pgxpool.Pool) error {
 		 INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
 		 SELECT e.id, r.id, r.updated_at, 'new'
 		 FROM vaccination_records r JOIN e ON e.programme_id = r.programme_id AND e.n = r.id % 300
-		 WHERE r.id % 100 <> 0 AND NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL`,
+		 WHERE ` + carried + ` AND NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL`,
 		// The latest export (n = 364) carried no record as new, so these updates collide with nothing.
 		`WITH e AS (SELECT DISTINCT ON (programme_id) id, programme_id FROM dps_exports ORDER BY programme_id, created_at DESC)
 		 INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated_at, action)
 		 SELECT e.id, r.id, r.updated_at, 'update'
 		 FROM vaccination_records r JOIN e ON e.programme_id = r.programme_id
-		 WHERE r.id % 100 <> 0 AND r.id % 10 = 1 AND NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL`,
+		 WHERE ` + carried + ` AND r.id % 10 = 1 AND NOT r.draft AND r.outcome = 'administered' AND r.discarded_at IS NULL`,
 	}, rebuild, []string{
-		`DELETE FROM dps_pending_records WHERE vaccination_record_id % 100 <> 0`,
+		`DELETE FROM dps_pending_records r WHERE ` + strings.ReplaceAll(carried, "r.id", "r.vaccination_record_id"),
 		// Tonight's queue is what the last night left plus today's changes, in a table autovacuum keeps
 		// small; deleting 99 % of the seed's queue in place would leave its rows spread over every page of
 		// a table sized for the whole seed, which a real queue never is.

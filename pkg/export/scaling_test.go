@@ -64,7 +64,7 @@ func TestFirstExportIsLinear(t *testing.T) {
 	}
 
 	// The steady state, on the smaller database: the same statement still reads by index only.
-	if err := buildSteadyState(t.Context(), pools[0]); err != nil {
+	if err := buildSteadyState(t.Context(), pools[0], queueScattered); err != nil {
 		t.Fatal(err)
 	}
 	for _, programme := range []string{"HPV", "FLU", "MENACWY", "TD_IPV"} {
@@ -183,15 +183,15 @@ func (n planNode) walk(visit func(planNode)) {
 // the finished rows (its top node is a join, so the first row reaches the writer before the last is
 // joined), and reads no table sequentially, on a first export and in the steady state.
 func TestFileQueryStreams(t *testing.T) {
-	for _, steady := range []bool{false, true} {
+	for _, queue := range []string{"", queueRecent, queueScattered} {
 		e := newEnv(t)
 		if _, err := demodata.Seed(t.Context(), e.pool, demodata.Options{Records: 5000, Seed: 3}); err != nil {
 			t.Fatal(err)
 		}
 		what := "first export"
-		if steady {
-			what = "steady state"
-			if err := buildSteadyState(t.Context(), e.pool); err != nil {
+		if queue != "" {
+			what = "steady state, " + queue + " queue"
+			if err := buildSteadyState(t.Context(), e.pool, queue); err != nil {
 				t.Fatal(err)
 			}
 		}
