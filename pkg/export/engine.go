@@ -397,9 +397,6 @@ func decideCandidates(ctx context.Context, tx pgx.Tx, programmeID int64) (int64,
 	if err != nil {
 		return 0, fmt.Errorf("decide candidates: %w", err)
 	}
-	if _, err := tx.Exec(ctx, sqlAnalyzeDecided); err != nil {
-		return 0, fmt.Errorf("decide candidates: analyze: %w", err)
-	}
 	return decided, nil
 }
 

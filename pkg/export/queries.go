@@ -135,9 +135,6 @@ const sqlGetSetting = `SELECT current_setting($1)`
 
 const sqlSetLocal = `SELECT set_config($1, $2, true)`
 
-// sqlAnalyzeDecided gives the planner the exact size of the decision for the statements that join it.
-const sqlAnalyzeDecided = `ANALYZE dps_export_decided`
-
 // sqlLinkDecided links the decided candidates that have something to send, in record order (the
 // indexes of dps_export_records are then written mostly at their right edge). It returns nothing: the
 // count of links is the statement's tag, and the file counts its rows per action as it writes them.
@@ -148,11 +145,11 @@ INSERT INTO dps_export_records (export_id, vaccination_record_id, record_updated
 SELECT $1, record_id, updated_at, action FROM dps_export_decided WHERE action IS NOT NULL ORDER BY record_id`
 
 // sqlTakeDecided removes the decided candidates from the queue; see above. A row whose queue_seq a
-// writer changed while the delete waited for it is checked again as it now is, and stays. The queue is
-// read through the programme's index, in record order, so that only the programme's rows are read and
-// the join with the decision is a merge (or, for a few candidates, an index probe each); takeSettings
-// rules out the hash join, which read the whole queue, every programme's rows, to probe a hash of the
-// decision (FLU's first export at 1,000,000 records: 1.6 s so, 0.9 s now).
+// writer changed while the delete waited for it is checked again as it now is, and stays. The delete
+// is restricted to the programme, and takeSettings rules out a hash join: the queue is read in record
+// order (by its primary key or the programme's index) and merged with the decision, or probed once per
+// candidate when there are few. The hash join Postgres chose read every programme's queue rows to
+// probe a hash of the decision (FLU's first export at 1,000,000 records: 1.6 s so, 0.9 s now).
 //
 // $1 programme id.
 const sqlTakeDecided = `
