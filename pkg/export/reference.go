@@ -40,59 +40,58 @@ type batch struct {
 func readReference(ctx context.Context, q pgx.Tx) (*reference, error) {
 	ref := &reference{}
 	var err error
-	read := func(what, sql string, scan func(pgx.CollectableRow) error) {
-		if err != nil {
-			return
-		}
-		var rows pgx.Rows
-		if rows, err = q.Query(ctx, sql); err != nil {
-			err = fmt.Errorf("read %s: %w", what, err)
-			return
-		}
-		if _, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (struct{}, error) { return struct{}{}, scan(row) }); err != nil {
-			err = fmt.Errorf("read %s: %w", what, err)
-		}
+	if ref.teams, err = readTable(ctx, q, "teams", sqlReferenceTeams, func(row pgx.Row) (id int64, ods string, err error) {
+		err = row.Scan(&id, &ods)
+		return
+	}); err != nil {
+		return nil, err
 	}
-	var id int64
-	ref.teams = map[int64]string{}
-	read("teams", sqlReferenceTeams, func(row pgx.CollectableRow) error {
-		var ods string
-		err := row.Scan(&id, &ods)
-		ref.teams[id] = ods
-		return err
-	})
-	ref.locations = map[int64]location{}
-	read("locations", sqlReferenceLocations, func(row pgx.CollectableRow) error {
-		var l location
-		err := row.Scan(&id, &l.school, &l.urn)
-		ref.locations[id] = l
-		return err
-	})
-	ref.vaccines = map[int64]vaccine{}
-	read("vaccines", sqlReferenceVaccines, func(row pgx.CollectableRow) error {
-		var v vaccine
-		err := row.Scan(&id, &v.procedureCode, &v.procedureTerm, &v.productCode, &v.productTerm, &v.manufacturer, &v.doseVolume)
-		ref.vaccines[id] = v
-		return err
-	})
-	ref.batches = map[int64]batch{}
-	read("batches", sqlReferenceBatches, func(row pgx.CollectableRow) error {
-		var b batch
-		err := row.Scan(&id, &b.name, &b.expiry)
-		ref.batches[id] = b
-		return err
-	})
-	ref.vaccinators = map[int64]string{}
-	read("vaccinators", sqlReferenceVaccinators, func(row pgx.CollectableRow) error {
-		var name string
-		err := row.Scan(&id, &name)
-		ref.vaccinators[id] = name
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read the file's reference data: %w", err)
+	if ref.locations, err = readTable(ctx, q, "locations", sqlReferenceLocations, func(row pgx.Row) (id int64, l location, err error) {
+		err = row.Scan(&id, &l.school, &l.urn)
+		return
+	}); err != nil {
+		return nil, err
+	}
+	if ref.vaccines, err = readTable(ctx, q, "vaccines", sqlReferenceVaccines, func(row pgx.Row) (id int64, v vaccine, err error) {
+		err = row.Scan(&id, &v.procedureCode, &v.procedureTerm, &v.productCode, &v.productTerm, &v.manufacturer, &v.doseVolume)
+		return
+	}); err != nil {
+		return nil, err
+	}
+	if ref.batches, err = readTable(ctx, q, "batches", sqlReferenceBatches, func(row pgx.Row) (id int64, b batch, err error) {
+		err = row.Scan(&id, &b.name, &b.expiry)
+		return
+	}); err != nil {
+		return nil, err
+	}
+	if ref.vaccinators, err = readTable(ctx, q, "vaccinators", sqlReferenceVaccinators, func(row pgx.Row) (id int64, name string, err error) {
+		err = row.Scan(&id, &name)
+		return
+	}); err != nil {
+		return nil, err
 	}
 	return ref, nil
+}
+
+// readTable reads one table of the reference into a map by id; scan reads a row's id and value.
+func readTable[V any](ctx context.Context, q pgx.Tx, what, sql string, scan func(pgx.Row) (int64, V, error)) (map[int64]V, error) {
+	rows, err := q.Query(ctx, sql)
+	if err != nil {
+		return nil, fmt.Errorf("read the file's reference data: %s: %w", what, err)
+	}
+	defer rows.Close()
+	m := map[int64]V{}
+	for rows.Next() {
+		id, v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read the file's reference data: %s: %w", what, err)
+		}
+		m[id] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the file's reference data: %s: %w", what, err)
+	}
+	return m, nil
 }
 
 // refs are a record's references, as sqlExportRows returns them; only the team is required.
