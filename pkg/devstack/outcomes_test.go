@@ -165,7 +165,8 @@ func waitStatus(t *testing.T, ctx context.Context, s *Stack, programme string, n
 		}
 		got, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (exportRow, error) {
 			var e exportRow
-			return e, r.Scan(&e.id, &e.status, &e.message, &e.rows)
+			err := r.Scan(&e.id, &e.status, &e.message, &e.rows)
+			return e, err
 		})
 		return err == nil && len(got) >= n && got[n-1].status == status
 	})

@@ -311,7 +311,8 @@ func (s *Stack) VerifyOutcomes(ctx context.Context, allowRefused map[string]bool
 	type outcome struct{ id, outcome string }
 	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outcome, error) {
 		var o outcome
-		return o, row.Scan(&o.id, &o.outcome)
+		err := row.Scan(&o.id, &o.outcome)
+		return o, err
 	})
 	if err != nil {
 		return fmt.Errorf("verify outcomes: %w", err)

@@ -26,9 +26,10 @@
 //     candidates;
 //  3. the file is streamed from the links into the bucket under the export id, the export row gets the
 //     object name, size, SHA-256 and row count, and the ready and created messages go into dps_outbox;
-//     then the decided candidates are taken off the queue (FOR UPDATE SKIP LOCKED, only those whose
-//     queue_seq is still the one decided, so the export never waits for a writer and cannot deadlock
-//     with one, and a record queued again meanwhile stays queued);
+//     then the decided candidates are taken off the queue (only those whose queue_seq is still the one
+//     decided, so a record queued again meanwhile stays queued), by a delete that waits at most 100 ms
+//     for a writer's row lock and otherwise takes them again with FOR UPDATE SKIP LOCKED, so the
+//     export never waits long for a writer and cannot deadlock with one;
 //  4. commit.
 //
 // A crash (or any error) before commit rolls everything back: no export row, no links, the candidates

@@ -217,7 +217,8 @@ func (e *Exporter) programmes(ctx context.Context, code string) ([]programme, er
 	}
 	progs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (programme, error) {
 		var p programme
-		return p, row.Scan(&p.id, &p.code)
+		err := row.Scan(&p.id, &p.code)
+		return p, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("export: read programmes: %w", err)

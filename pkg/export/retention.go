@@ -36,7 +36,8 @@ func SweepRetained(ctx context.Context, pool *pgxpool.Pool, objects jetstream.Ob
 	type due struct{ id, object string }
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (due, error) {
 		var d due
-		return d, row.Scan(&d.id, &d.object)
+		err := row.Scan(&d.id, &d.object)
+		return d, err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sweep retained files: %w", err)

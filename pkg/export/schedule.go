@@ -111,7 +111,8 @@ func (s *Schedule) Publish(ctx context.Context, firedAt time.Time) (int, error) 
 		}
 		progs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (programme, error) {
 			var p programme
-			return p, row.Scan(&p.id, &p.code)
+			err := row.Scan(&p.id, &p.code)
+			return p, err
 		})
 		if err != nil {
 			return fmt.Errorf("read programmes: %w", err)
