@@ -17,7 +17,7 @@ import (
 const maxRefusalLogs = 20
 
 // writeFile streams the rows of an export, in file order, through a dps.Writer into w. pgx reads the
-// result set from the socket as rows are consumed, so memory holds one row at a time plus buffers.
+// result set from the socket as rows are consumed, so memory holds a few batches of rows plus buffers.
 // Records the writer refuses (their row breaks one of the receiver's row rules) are left out of the file
 // and returned with the rule; their refusal is logged by UUID, rule, field and reason only (never
 // patient details). Records whose version is no longer the one linked (a writer changed them after they
@@ -25,7 +25,11 @@ const maxRefusalLogs = 20
 func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w io.Writer) (fileStats, error) {
 	st := fileStats{actions: map[string]int{}}
 	dw := dps.NewWriter(w, dps.Options{UniqueIDURI: e.uniqueIDURI})
-	err := withLocalSettings(ctx, q, fileSettings, func() error { return e.readRows(ctx, q, exportID, dw, &st) })
+	ref, err := readReference(ctx, q)
+	if err != nil {
+		return st, err
+	}
+	err = withLocalSettings(ctx, q, fileSettings, func() error { return e.readRows(ctx, q, exportID, ref, dw, &st) })
 	if err != nil {
 		return st, err
 	}
@@ -39,16 +43,12 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 	return st, nil
 }
 
-// readRows streams the export's rows through dw, noting in st what it refused and what changed. Two
-// goroutines share the work: one reads rows from Postgres and completes them from the reference, the
+// readRows streams the export's rows through dw, completing them from ref, noting in st what it refused
+// and what changed. Two goroutines share the work: one reads rows from Postgres and completes them, the
 // other formats, checks and writes them, so that decoding the next rows and formatting these run side
 // by side (formatting alone is about half of the command's CPU). Rows go between them in batches, in
 // file order; memory holds a few batches.
-func (e *Exporter) readRows(ctx context.Context, q pgx.Tx, exportID string, dw *dps.Writer, st *fileStats) error {
-	ref, err := readReference(ctx, q)
-	if err != nil {
-		return err
-	}
+func (e *Exporter) readRows(ctx context.Context, q pgx.Tx, exportID string, ref *reference, dw *dps.Writer, st *fileStats) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	full, empty := make(chan []fileRow, rowBatches), make(chan []fileRow, rowBatches)
