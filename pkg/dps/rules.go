@@ -63,8 +63,26 @@ const (
 
 // rowRules applies the row rules to one line after another. It remembers the last UNIQUE_ID_URI it
 // accepted: every row of a file carries the same one, and parsing a URL per row would be most of the cost.
+// It also remembers today's date, which changes once a day, not once a row.
 type rowRules struct {
 	knownURI string
+	day      int64  // the UTC day (days since 1970-01-01) of today
+	today    string // YYYYMMDD of day; "" before the first row
+}
+
+// todayUTC is YYYYMMDD of now's date in UTC.
+func (rr *rowRules) todayUTC(now time.Time) string {
+	// Unix time counts 86,400 seconds a day, so its floored quotient is the UTC day.
+	sec := now.Unix()
+	day := sec / 86400
+	if sec%86400 < 0 {
+		day--
+	}
+	if day != rr.day || rr.today == "" {
+		var b [8]byte
+		rr.day, rr.today = day, string(appendYMD(b[:0], now.UTC()))
+	}
+	return rr.today
 }
 
 // check applies the row rules to the 34 values of one data line. now is the instant "in the future" is
@@ -74,8 +92,7 @@ func (rr *rowRules) check(f *[NumFields]string, now time.Time) Refusal {
 	refuse := func(i int, rule Rule, reason string) Refusal {
 		return Refusal{Rule: rule, Field: Header[i], Reason: reason}
 	}
-	var todayBuf [8]byte
-	today := string(appendYMD(todayBuf[:0], now.UTC())) // YYYYMMDD compares as text
+	today := rr.todayUTC(now) // YYYYMMDD compares as text
 
 	// Every row: the contract's fixed values, identity and action.
 	switch {

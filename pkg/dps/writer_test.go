@@ -271,8 +271,10 @@ func TestEscaping(t *testing.T) {
 		{"Zoë Ørsted", `"Zoë Ørsted"`},
 	}
 	for _, tt := range tests {
-		if got := string(appendQuoted(nil, tt.in)); got != tt.want {
-			t.Errorf("appendQuoted(%q) = %s, want %s", tt.in, got, tt.want)
+		var l line
+		l.text(tt.in)
+		if got := string(l.b); got != tt.want {
+			t.Errorf("text(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
 }
@@ -457,6 +459,46 @@ func TestValidNHSNumber(t *testing.T) {
 	for _, tt := range tests {
 		if got := ValidNHSNumber(tt.in); got != tt.want {
 			t.Errorf("ValidNHSNumber(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestWriterChecksTheValuesItWrites: the values the row rules see are, field for field, what Check's
+// split of the written line gives, whether they are read from where the writer put them (no value had
+// a quote) or split again (one had).
+func TestWriterChecksTheValuesItWrites(t *testing.T) {
+	plain := specRecord(t)
+	quoted := specRecord(t)
+	quoted.Surname = `O"Brien`
+	breaks := specRecord(t)
+	breaks.Forename, breaks.BatchName = "Multi\r\nLine", "AB\n12"
+	empty := specRecord(t)
+	empty.Postcode, empty.VaccinatorFullName, empty.DeliverySite, empty.DeliveryMethod, empty.DoseSequence = "", "", "", "", 0
+	empty.BatchExpiry = time.Time{}
+	school := specRecord(t)
+	school.SchoolURN, school.LocationODSCode = "123456", ""
+	for name, r := range map[string]Record{"plain": plain, "quoted": quoted, "line breaks": breaks, "empty values": empty, "school": school} {
+		var buf bytes.Buffer
+		w := NewWriter(&buf, Options{})
+		if err := w.Write(r); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		checked := w.fields // what the row rules were given, before Flush reuses nothing
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		line := bytes.SplitN(buf.Bytes(), []byte("\n"), 3)[1]
+		var split [NumFields]string
+		if _, err := splitLine(line, &split, nil); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i := range split {
+			if checked[i] != split[i] {
+				t.Errorf("%s: %s: the rules saw %q, the line holds %q", name, Header[i], checked[i], split[i])
+			}
+		}
+		if w.line.quoted != (name == "quoted") {
+			t.Errorf("%s: quoted = %v", name, w.line.quoted)
 		}
 	}
 }
