@@ -130,8 +130,8 @@ func ForSubject(subject string) (name string, ok bool) {
 
 // Names returns every schema name, sorted.
 func Names() []string {
-	names := make([]string, 0, len(compiled()))
-	for n := range compiled() {
+	names := make([]string, 0, len(compiled().ids))
+	for n := range compiled().ids {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -156,7 +156,7 @@ func Validate(subject string, payload []byte) error {
 
 // ValidateNamed checks payload against the named schema.
 func ValidateNamed(name string, payload []byte) error {
-	sch, ok := compiled()[name]
+	sch, ok := compiled().schema(name)
 	if !ok {
 		return fmt.Errorf("validate: unknown schema %q", name)
 	}
@@ -237,10 +237,11 @@ func collect(ve *jsonschema.ValidationError, out *[]FieldError) {
 	}
 }
 
-// compiled compiles every embedded schema once, with format (and content
-// encoding) assertions on: in 2020-12 "format" is only an annotation unless
-// asserted, and we want "date-time" and "uuid" enforced.
-var compiled = sync.OnceValue(func() map[string]*jsonschema.Schema {
+// compiled holds every embedded schema, each compiled the first time it is needed, with format (and
+// content encoding) assertions on: in 2020-12 "format" is only an annotation unless asserted, and we
+// want "date-time" and "uuid" enforced. Compiling all of them took 8 ms, most of a one-shot command's
+// start-up, which needs two.
+var compiled = sync.OnceValue(func() *schemaSet {
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft2020)
 	c.AssertFormat()
@@ -249,7 +250,7 @@ var compiled = sync.OnceValue(func() map[string]*jsonschema.Schema {
 	if err != nil {
 		panic(err)
 	}
-	urls := map[string]string{}
+	set := &schemaSet{compiler: c, ids: map[string]string{}, done: map[string]*jsonschema.Schema{}}
 	for _, e := range entries {
 		b, err := files.ReadFile(e)
 		if err != nil {
@@ -266,17 +267,37 @@ var compiled = sync.OnceValue(func() map[string]*jsonschema.Schema {
 		if err := c.AddResource(id, doc); err != nil {
 			panic(fmt.Sprintf("schemas: %s: %v", e, err))
 		}
-		urls[strings.TrimSuffix(path.Base(e), ".schema.json")] = id
+		set.ids[strings.TrimSuffix(path.Base(e), ".schema.json")] = id
 	}
-	out := make(map[string]*jsonschema.Schema, len(urls))
-	for name, id := range urls {
-		sch, err := c.Compile(id)
-		if err != nil {
-			// The files are embedded at build time and covered by tests:
-			// failing here means a broken build, not bad input.
-			panic(fmt.Sprintf("schemas: compile %s: %v", name, err))
-		}
-		out[name] = sch
-	}
-	return out
+	return set
 })
+
+// schemaSet compiles the embedded schemas on demand. A jsonschema.Compiler is not safe for concurrent
+// use: mu guards it and the schemas compiled so far.
+type schemaSet struct {
+	mu       sync.Mutex
+	compiler *jsonschema.Compiler
+	ids      map[string]string // schema name → $id
+	done     map[string]*jsonschema.Schema
+}
+
+// schema is the named schema, compiled; false for a name no file has.
+func (s *schemaSet) schema(name string) (*jsonschema.Schema, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sch, ok := s.done[name]; ok {
+		return sch, true
+	}
+	id, ok := s.ids[name]
+	if !ok {
+		return nil, false
+	}
+	sch, err := s.compiler.Compile(id)
+	if err != nil {
+		// The files are embedded at build time and covered by tests (TestExamplesValidate compiles each): failing
+		// here means a broken build, not bad input.
+		panic(fmt.Sprintf("schemas: compile %s: %v", name, err))
+	}
+	s.done[name] = sch
+	return sch, true
+}
