@@ -73,12 +73,13 @@ func newDeps(log *slog.Logger) *Deps {
 func (d *Deps) open(ctx context.Context, log *slog.Logger, cfg config.Shared, name string, declare bool) error {
 	// The database must exist: a service never creates one, so that a mistyped name fails here
 	// instead of becoming a new, empty database that exports nothing.
-	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-		return DatabaseError(fmt.Errorf("migrate: %w", err))
-	}
 	pool, err := store.Connect(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return DatabaseError(err)
+	}
+	if err := store.MigratePool(ctx, pool); err != nil {
+		pool.Close()
+		return DatabaseError(fmt.Errorf("migrate: %w", err))
 	}
 	d.mu.Lock()
 	d.Pool = pool

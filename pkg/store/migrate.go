@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/tern/v2/migrate"
 )
 
@@ -50,7 +51,27 @@ func Migrate(ctx context.Context, databaseURL string) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	return migrateConn(ctx, conn)
+}
 
+// MigratePool is Migrate on one of pool's connections, which goes back to the pool: a process that
+// checks its schema as it starts needs no connection of its own for it (one more TCP, TLS and
+// authentication round per start). A connection on which migrating failed is closed instead, so that no
+// session state tern left (its advisory lock, a failed transaction) reaches the pool's other users.
+func MigratePool(ctx context.Context, pool *pgxpool.Pool) error {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if err := migrateConn(ctx, c.Conn()); err != nil {
+		_ = c.Hijack().Close(context.WithoutCancel(ctx))
+		return err
+	}
+	c.Release()
+	return nil
+}
+
+func migrateConn(ctx context.Context, conn *pgx.Conn) error {
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
 		return fmt.Errorf("migrate: prepare version table: %w", err)
