@@ -29,6 +29,44 @@ func TestMigrateTwice(t *testing.T) {
 	assertOneSchema(t, pool)
 }
 
+// TestMigratePool migrates a fresh database on a pooled connection, then again on an up-to-date one,
+// and leaves the connection in the pool, usable and without tern's session lock; a migration that
+// fails closes its connection instead of giving it back.
+func TestMigratePool(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := t.Context()
+	pool, err := store.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for i := range 2 {
+		if err := store.MigratePool(ctx, pool); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+	}
+	assertOneSchema(t, pool)
+	if got := pool.Stat().TotalConns(); got != 1 {
+		t.Errorf("%d connections after migrating, want the one the pool had", got)
+	}
+	var locks int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&locks); err != nil {
+		t.Fatal(err)
+	}
+	if locks != 0 {
+		t.Errorf("%d advisory locks held after migrating", locks)
+	}
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := store.MigratePool(cancelled, pool); err == nil {
+		t.Fatal("migrating with a cancelled context succeeded")
+	}
+	if err := pool.Ping(ctx); err != nil {
+		t.Fatalf("the pool after a failed migration: %v", err)
+	}
+}
+
 // TestMigrateConcurrently starts many migrations on a fresh database at the same moment,
 // each on its own connection, as several processes starting together would.
 func TestMigrateConcurrently(t *testing.T) {
