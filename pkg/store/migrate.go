@@ -72,6 +72,13 @@ func MigratePool(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 func migrateConn(ctx context.Context, conn *pgx.Conn) error {
+	// Every process start comes here, and the database is nearly always up to date: then one query
+	// says so. tern's way (its lock, the version table's check, every migration read and templated)
+	// took 6 ms on a warm process and 18 ms on a fresh one. Any other answer, an error included, goes
+	// to tern, which migrates or says what is wrong.
+	if v, err := CurrentVersion(ctx, conn); err == nil && v == LatestVersion() {
+		return nil
+	}
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
 		return fmt.Errorf("migrate: prepare version table: %w", err)
