@@ -471,28 +471,45 @@ func takePlain(ctx context.Context, tx pgx.Tx, programmeID int64) (int64, error)
 }
 
 // withLocalSettings runs fn with the settings (name, value) set for the transaction, then puts back
-// what they were, so that they apply to fn's statements alone.
+// what they were, so that they apply to fn's statements alone. Reading and setting them is one batch,
+// one round trip, and so is putting them back: a run changes settings for four statements, and one
+// statement per read and per set was 36 round trips (a few milliseconds here, tens against a database
+// a millisecond away).
 func withLocalSettings(ctx context.Context, tx pgx.Tx, settings [][2]string, fn func() error) error {
-	restore := make([][2]string, 0, len(settings))
-	for _, set := range settings {
-		var was string
-		if err := tx.QueryRow(ctx, sqlGetSetting, set[0]).Scan(&was); err != nil {
-			return fmt.Errorf("read %s: %w", set[0], err)
-		}
-		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
-			return fmt.Errorf("set %s: %w", set[0], err)
-		}
-		restore = append(restore, [2]string{set[0], was})
+	restore := make([][2]string, len(settings))
+	set := &pgx.Batch{}
+	for i, s := range settings {
+		restore[i][0] = s[0]
+		set.Queue(sqlGetSetting, s[0]).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&restore[i][1]); err != nil {
+				return fmt.Errorf("read %s: %w", s[0], err)
+			}
+			return nil
+		})
+		queueSet(set, s, "set")
+	}
+	if err := tx.SendBatch(ctx, set).Close(); err != nil {
+		return err
 	}
 	if err := fn(); err != nil {
 		return err
 	}
-	for _, set := range restore {
-		if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
-			return fmt.Errorf("put back %s: %w", set[0], err)
-		}
+	back := &pgx.Batch{}
+	for _, s := range restore {
+		queueSet(back, s, "put back")
 	}
-	return nil
+	return tx.SendBatch(ctx, back).Close()
+}
+
+// queueSet queues in b the SET LOCAL of setting (name, value); what names the step in its error.
+func queueSet(b *pgx.Batch, setting [2]string, what string) {
+	b.Queue(sqlSetLocal, setting[0], setting[1]).QueryRow(func(row pgx.Row) error {
+		var now string
+		if err := row.Scan(&now); err != nil {
+			return fmt.Errorf("%s %s: %w", what, setting[0], err)
+		}
+		return nil
+	})
 }
 
 // takeAndCommit takes the decided candidates off the queue and commits. The candidates' row locks are
