@@ -104,6 +104,14 @@ func scanRows(ctx context.Context, q pgx.Tx, exportID string, ref *reference, em
 			return nil, ctx.Err()
 		}
 	}
+	send := func(b []fileRow) error {
+		select {
+		case full <- b:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	batch, err := take()
 	if err != nil {
 		return err
@@ -133,10 +141,8 @@ func scanRows(ctx context.Context, q pgx.Tx, exportID string, ref *reference, em
 			}
 		}
 		if len(batch) == cap(batch) {
-			select {
-			case full <- batch:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := send(batch); err != nil {
+				return err
 			}
 			if batch, err = take(); err != nil {
 				return err
@@ -147,11 +153,7 @@ func scanRows(ctx context.Context, q pgx.Tx, exportID string, ref *reference, em
 		return fmt.Errorf("read rows of export %s: %w", exportID, err)
 	}
 	if len(batch) > 0 {
-		select {
-		case full <- batch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return send(batch)
 	}
 	return nil
 }
