@@ -66,8 +66,8 @@ func marshal(v any) ([]byte, error) {
 	return json.Marshal(v)
 }
 
-// publishData publishes with retries; ambiguous, when set, becomes true once an attempt ends in a way
-// that does not tell whether the stream stored the message.
+// publishData validates data against subject's schema and publishes it with retries; ambiguous, when
+// set, becomes true once an attempt ends in a way that does not tell whether the stream stored it.
 func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID string, data []byte, header nats.Header, ambiguous *bool) (*jetstream.PubAck, error) {
 	if msgID == "" {
 		return nil, fmt.Errorf("publish %s: empty Nats-Msg-Id", subject)
@@ -75,10 +75,25 @@ func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID str
 	if err := schemas.Validate(subject, data); err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, &InvalidMessageError{Subject: subject, Reason: err.Error(), Err: err})
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0)}
-	if s := streamOf(subject); s != "" {
-		opts = append(opts, jetstream.WithExpectStream(s))
+	ack, err := publishRetrying(ctx, js, streamOf(subject), subject, msgID, data, header, ambiguous, 0)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s %s: %w", subject, msgID, err)
 	}
+	return ack, nil
+}
+
+// publishRetrying publishes data with Nats-Msg-Id msgID (and, when stream is set, the expectation that
+// it lands there), trying again with backoff while the error is transient, until ctx ends or, when
+// giveUp is positive, the attempts have failed for that long. The id makes the retries safe: a retry of
+// a message the stream stored before its ack was lost is acknowledged as a duplicate, not stored again.
+func publishRetrying(ctx context.Context, js jetstream.JetStream, stream, subject, msgID string, data []byte, header nats.Header,
+	ambiguous *bool, giveUp time.Duration) (*jetstream.PubAck, error) {
+	// No retries inside jetstream: this loop owns them, with its own timeout and backoff.
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0)}
+	if stream != "" {
+		opts = append(opts, jetstream.WithExpectStream(stream))
+	}
+	started := time.Now()
 	wait := 50 * time.Millisecond
 	for {
 		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
@@ -97,14 +112,17 @@ func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID str
 			*ambiguous = true
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("publish %s %s: %w (last error: %v)", subject, msgID, ctx.Err(), err)
+			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 		if !transient(err) {
-			return nil, fmt.Errorf("publish %s %s: %w", subject, msgID, err)
+			return nil, err
+		}
+		if giveUp > 0 && time.Since(started) >= giveUp {
+			return nil, fmt.Errorf("still failing after %s: %w", time.Since(started).Round(time.Millisecond), err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("publish %s %s: %w (last error: %v)", subject, msgID, ctx.Err(), err)
+			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 2*time.Second)
