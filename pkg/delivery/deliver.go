@@ -297,19 +297,21 @@ type verifiedFile struct {
 
 // verifyObject reads the file, comparing its size and SHA-256 with the export's row, so that a corrupt
 // or truncated file is never sent. The Object Store checks every read against the digest it recorded
-// when it stored the file (jetstream.ErrDigestMismatch), and a read cut short by a failover fails that
-// check as well as a file damaged in the store does (seen once in a five-node cluster with a node
-// killed, on a file stored seconds before): such a read is tried again after each of RereadDelays,
-// and the file is corrupt only if every read fails so. A file that passes the store's check but not
+// when it stored the file (jetstream.ErrDigestMismatch). In a cluster, a read made while a stream
+// leader is being elected can fail that check, and one answered by a replica that has not caught up
+// can find no object at all, even for a file stored moments before (both seen in
+// bus.TestPutSurvivesLeaderLoss): such a read is tried again after each of RereadDelays, and the file
+// is corrupt, or missing, only if every read says so. A file that passes the store's check but not
 // Postgres' record is corrupt at once: reading it again gives the same bytes.
 func (s *Sender) verifyObject(ctx context.Context, r objectRef) (*verifiedFile, error) {
 	for reads := 1; ; reads++ {
 		f, err := s.readObject(ctx, r)
-		if !errors.Is(err, jetstream.ErrDigestMismatch) || reads > len(s.cfg.RereadDelays) {
+		unsure := errors.Is(err, jetstream.ErrDigestMismatch) || errors.Is(err, jetstream.ErrObjectNotFound)
+		if !unsure || reads > len(s.cfg.RereadDelays) {
 			return f, err
 		}
 		delay := s.cfg.RereadDelays[reads-1]
-		s.log.Warn("a read of the file did not match the Object Store's own digest; reading it again",
+		s.log.Warn("the file's read failed in a way a cluster can cause for a moment; reading it again",
 			slog.String("object", r.name), slog.Int("read", reads), slog.Duration("delay", delay), slog.Any("error", err))
 		select {
 		case <-ctx.Done():

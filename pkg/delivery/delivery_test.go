@@ -356,25 +356,27 @@ func (h *harness) replaceChunk(name string) {
 	}
 }
 
-// cutShortOnce is the export bucket with the first read of each object cut short and ending with the
-// store's digest error, as a read that a failover cuts short ends.
-type cutShortOnce struct {
+// firstReadFails is the export bucket with the first read of each object failing as a cluster can
+// make it fail for a moment: cut short with the store's digest error (a leader elected mid-read), or
+// not found (a replica that has not caught up).
+type firstReadFails struct {
 	jetstream.ObjectStore
-	mu    sync.Mutex
-	reads map[string]int
+	notFound bool
+	mu       sync.Mutex
+	reads    map[string]int
 }
 
-func (c *cutShortOnce) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
-	res, err := c.ObjectStore.Get(ctx, name, opts...)
-	if err != nil {
-		return res, err
-	}
+func (c *firstReadFails) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
 	c.mu.Lock()
 	c.reads[name]++
 	first := c.reads[name] == 1
 	c.mu.Unlock()
-	if !first {
-		return res, nil
+	if first && c.notFound {
+		return nil, jetstream.ErrObjectNotFound
+	}
+	res, err := c.ObjectStore.Get(ctx, name, opts...)
+	if err != nil || !first {
+		return res, err
 	}
 	return &cutShort{ObjectResult: res, left: 3}, nil
 }
@@ -393,31 +395,38 @@ func (c *cutShort) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func TestRereadsAFileAReadCutShort(t *testing.T) {
-	h := newHarness(t)
-	ctx := t.Context()
-	x := h.AddExport(ctx, 2)
-	s := h.sender(h.config(), 0)
-	objects := &cutShortOnce{ObjectStore: h.Objects, reads: map[string]int{}}
-	s.objects = objects
-	h.start(s)
+func TestRereadsAFileAClusterFailedOnce(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		notFound bool
+	}{{"cut short", false}, {"not found", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			ctx := t.Context()
+			x := h.AddExport(ctx, 2)
+			s := h.sender(h.config(), 0)
+			objects := &firstReadFails{ObjectStore: h.Objects, notFound: c.notFound, reads: map[string]int{}}
+			s.objects = objects
+			h.start(s)
 
-	st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
-	if st.Attempts != 1 {
-		t.Errorf("attempts %d, want 1", st.Attempts)
-	}
-	body := download(t, h.MESHClient(testenv.DPSMailbox, testenv.DPSPassword, 0), st.MessageID)
-	if !bytes.Equal(body, x.Body) {
-		t.Errorf("DPS received %q, want %q", body, x.Body)
-	}
-	objects.mu.Lock()
-	reads := objects.reads[x.Ready.ObjectName]
-	objects.mu.Unlock()
-	if reads != 2 {
-		t.Errorf("the file was read %d times, want 2 (one cut short, one whole)", reads)
-	}
-	if !strings.Contains(h.logBuf.String(), "reading it again") {
-		t.Error("the read cut short was not logged")
+			st := h.waitStatus(x.Ready.ExportID, lifecycle.Accepted)
+			if st.Attempts != 1 {
+				t.Errorf("attempts %d, want 1", st.Attempts)
+			}
+			body := download(t, h.MESHClient(testenv.DPSMailbox, testenv.DPSPassword, 0), st.MessageID)
+			if !bytes.Equal(body, x.Body) {
+				t.Errorf("DPS received %q, want %q", body, x.Body)
+			}
+			objects.mu.Lock()
+			reads := objects.reads[x.Ready.ObjectName]
+			objects.mu.Unlock()
+			if reads != 2 {
+				t.Errorf("the file was read %d times, want 2 (one failed, one whole)", reads)
+			}
+			if !strings.Contains(h.logBuf.String(), "reading it again") {
+				t.Error("the failed read was not logged")
+			}
+		})
 	}
 }
 

@@ -47,9 +47,9 @@ type Config struct {
 	RetryDelays []time.Duration
 	// LockedDelay is the nak delay when another sender holds the export; default 2s.
 	LockedDelay time.Duration
-	// RereadDelays are the pauses before each new read of a file whose bytes failed the Object Store's
-	// own digest check (one more read per delay); default 500ms, 2s. Only when every read fails so is
-	// the file corrupt.
+	// RereadDelays are the pauses before each new read of a file whose read failed the Object Store's
+	// own digest check or found no object (one more read per delay); default 500ms, 2s, 5s. Only when
+	// every read fails so is the file corrupt or missing.
 	RereadDelays []time.Duration
 	// FetchWait bounds one wait for a batch, and so how long a shutdown waits for a fetch; default the
 	// runner's, 2s.
@@ -71,7 +71,7 @@ func (c *Config) applyDefaults() {
 		c.LockedDelay = 2 * time.Second
 	}
 	if len(c.RereadDelays) == 0 {
-		c.RereadDelays = []time.Duration{500 * time.Millisecond, 2 * time.Second}
+		c.RereadDelays = []time.Duration{500 * time.Millisecond, 2 * time.Second, 5 * time.Second}
 	}
 	if c.GateWarnInterval <= 0 {
 		c.GateWarnInterval = 5 * time.Minute
