@@ -70,9 +70,9 @@ const (
 // Put stores r under meta.Name, replacing any object of that name once the new one is complete. Each
 // chunk carries a Nats-Msg-Id, so that a retry after a lost ack is stored once, and the next chunk is
 // published only after it is acknowledged, so that the stream holds the chunks in order; the next
-// chunk is read from r while that ack is awaited. Before the
-// object's info is published, the stream is asked how many chunks it holds for the object. A put that
-// fails before that purges its chunks, which no reader has seen.
+// chunk is read from r while that ack is awaited. Before the object's info is published, the stream is
+// asked how many chunks it holds for the object. A put that fails before that purges its chunks, which
+// no reader has seen.
 func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
 	if meta.Name == "" {
 		return nil, jetstream.ErrBadObjectMeta
@@ -109,7 +109,7 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 	var total uint64
 	var chunks uint32
 	for {
-		n, rerr := io.ReadFull(r, bufs[chunks%2])
+		n, rerr := fill(r, bufs[chunks%2])
 		if inFlight != nil {
 			if err := inFlight.settle(ctx, s.js); err != nil {
 				return failed(err)
@@ -124,7 +124,7 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 			chunks++
 			total += uint64(n)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
@@ -160,6 +160,20 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 		s.purge(ctx, "$O."+s.bucket+".C."+old.NUID)
 	}
 	return info, nil
+}
+
+// fill reads into buf until it is full (nil), r ends (io.EOF, with what came before it), or r fails.
+// Unlike io.ReadFull, it tells a reader's own io.ErrUnexpectedEOF from a short last chunk.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // chunk is one chunk of a put, published without waiting and settled (acknowledged, or published again

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -169,5 +170,95 @@ func BenchmarkPutExport(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestPutEdges covers what a put meets besides a leader change, on one server: sizes at the chunk
+// boundaries, a reader that fails (including with its own io.ErrUnexpectedEOF, which is not the end
+// of the file), and a name put again.
+func TestPutEdges(t *testing.T) {
+	_, url := natstest.Run(t)
+	_, js := natstest.Connect(t, url)
+	ctx := t.Context()
+	if err := bus.EnsureTopology(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := bus.ExportStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+bus.BucketExports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 512 << 10
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		rand.Read(b)
+		return b
+	}
+	for _, c := range []struct {
+		name    string
+		size    int
+		readErr error // returned by the reader after size bytes
+		chunks  uint32
+	}{
+		{"empty", 0, nil, 0},
+		{"one byte", 1, nil, 1},
+		{"one chunk exactly", chunk, nil, 1},
+		{"a chunk and a byte", chunk + 1, nil, 2},
+		{"three chunks exactly", 3 * chunk, nil, 3},
+		{"reader fails", chunk + 10, errors.New("database went away"), 0},
+		{"reader's own unexpected EOF", 2*chunk + 10, io.ErrUnexpectedEOF, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := random(c.size)
+			var r io.Reader = bytes.NewReader(data)
+			if c.readErr != nil {
+				r = io.MultiReader(r, iotest.ErrReader(c.readErr))
+			}
+			name := "edge-" + c.name
+			info, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
+			if c.readErr != nil {
+				if !errors.Is(err, c.readErr) {
+					t.Fatalf("put: %v, want %v", err, c.readErr)
+				}
+				if _, err := obs.GetInfo(ctx, name); !errors.Is(err, jetstream.ErrObjectNotFound) {
+					t.Errorf("a failed put left info: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Size != uint64(c.size) || info.Chunks != c.chunks {
+				t.Errorf("info: %d bytes in %d chunks, want %d in %d", info.Size, info.Chunks, c.size, c.chunks)
+			}
+			got, err := obs.GetBytes(ctx, name)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("read back %d bytes (%v), want the %d put", len(got), err, c.size)
+			}
+		})
+	}
+	held := func() uint64 {
+		si, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return si.State.Msgs
+	}
+	// Failed puts left no chunks: what the stream holds is the stored objects' chunks and infos.
+	if got, want := held(), uint64(0+1+1+2+3)+5; got != want {
+		t.Errorf("the stream holds %d messages, want %d", got, want)
+	}
+	// A name put again is replaced, and the old chunks go.
+	if _, err := obs.PutBytes(ctx, "edge-three chunks exactly", []byte("replaced")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := obs.GetString(ctx, "edge-three chunks exactly"); err != nil || got != "replaced" {
+		t.Errorf("after the second put: %q, %v", got, err)
+	}
+	if got, want := held(), uint64(0+1+1+2+1)+5; got != want {
+		t.Errorf("after the second put the stream holds %d messages, want %d", got, want)
 	}
 }
