@@ -30,17 +30,7 @@ func TestPutSurvivesLeaderLoss(t *testing.T) {
 	// The client stays on n3, which is never shut down: n3 leading is handled by a step-down.
 	nc, js := natstest.Connect(t, c.URL(2))
 	ctx := t.Context()
-	if err := bus.EnsureTopology(ctx, js, bus.WithReplicas(3)); err != nil {
-		t.Fatal(err)
-	}
-	obs, err := bus.ExportStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, "OBJ_"+bus.BucketExports)
-	if err != nil {
-		t.Fatal(err)
-	}
+	obs, stream := openBucket(t, js, 3)
 	const rounds, size = 4, 24 << 20
 	data := make([]byte, size)
 	rand.Read(data)
@@ -146,13 +136,7 @@ func BenchmarkPutExport(b *testing.B) {
 			_, js = natstest.Connect(b, c.URL(0))
 		}
 		ctx := b.Context()
-		if err := bus.EnsureTopology(ctx, js, bus.WithReplicas(nodes)); err != nil {
-			b.Fatal(err)
-		}
-		ordered, err := bus.ExportStore(ctx, js)
-		if err != nil {
-			b.Fatal(err)
-		}
+		ordered, _ := openBucket(b, js, nodes)
 		own, err := js.ObjectStore(ctx, bus.BucketExports)
 		if err != nil {
 			b.Fatal(err)
@@ -180,17 +164,7 @@ func TestPutEdges(t *testing.T) {
 	_, url := natstest.Run(t)
 	_, js := natstest.Connect(t, url)
 	ctx := t.Context()
-	if err := bus.EnsureTopology(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	obs, err := bus.ExportStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, "OBJ_"+bus.BucketExports)
-	if err != nil {
-		t.Fatal(err)
-	}
+	obs, stream := openBucket(t, js, 1)
 	const chunk = 512 << 10
 	random := func(n int) []byte {
 		b := make([]byte, n)
@@ -261,4 +235,22 @@ func TestPutEdges(t *testing.T) {
 	if got, want := held(), uint64(0+1+1+2+1)+5; got != want {
 		t.Errorf("after the second put the stream holds %d messages, want %d", got, want)
 	}
+}
+
+// openBucket declares the topology with replicas and opens the export bucket and its stream.
+func openBucket(t testing.TB, js jetstream.JetStream, replicas int) (jetstream.ObjectStore, jetstream.Stream) {
+	t.Helper()
+	ctx := t.Context()
+	if err := bus.EnsureTopology(ctx, js, bus.WithReplicas(replicas)); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := bus.ExportStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+bus.BucketExports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obs, stream
 }

@@ -55,6 +55,9 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		l.Close()
 	}
 	c.StartAll()
+	if t.Failed() {
+		t.FailNow() // a node did not start (StartAll said which)
+	}
 	return c
 }
 
