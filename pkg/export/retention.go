@@ -43,8 +43,28 @@ func SweepRetained(ctx context.Context, pool *pgxpool.Pool, objects jetstream.Ob
 		return 0, fmt.Errorf("sweep retained files: %w", err)
 	}
 	deleted := 0
+	var held map[string]bool // what the bucket lists, read at the first "not found"
 	for _, d := range list {
-		if err := objects.Delete(ctx, d.object); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		err := objects.Delete(ctx, d.object)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			// Delete reads the object's info with a direct get, which any replica may answer, and one
+			// that has not caught up answers "not found" for a file that exists (seen in
+			// bus.TestPutSurvivesLeaderLoss). Recorded as deleted, the file would stay until the
+			// bucket's TTL; so the listing, which the stream's leader serves, has the last word, and a
+			// file still listed is deleted at a later sweep.
+			if held == nil {
+				if held, err = listed(ctx, objects); err != nil {
+					return deleted, fmt.Errorf("sweep retained files: check %s is gone: %w", d.object, err)
+				}
+			}
+			if held[d.object] {
+				log.Warn("the Object Store said an export file was not there, but still lists it; deleting it at a later sweep",
+					slog.String("export_id", d.id), slog.String("object", d.object))
+				continue
+			}
+			err = nil
+		}
+		if err != nil {
 			return deleted, fmt.Errorf("sweep retained files: delete %s: %w", d.object, err)
 		}
 		if _, err := pool.Exec(ctx, `UPDATE dps_exports SET object_deleted_at = now() WHERE id = $1`, d.id); err != nil {
@@ -54,4 +74,21 @@ func SweepRetained(ctx context.Context, pool *pgxpool.Pool, objects jetstream.Ob
 		log.Info("deleted an export file no longer needed", slog.String("export_id", d.id), slog.String("object", d.object))
 	}
 	return deleted, nil
+}
+
+// listed returns the names of the objects the bucket holds, from its listing (an ordered consumer, which
+// the stream's leader serves).
+func listed(ctx context.Context, objects jetstream.ObjectStore) (map[string]bool, error) {
+	names := map[string]bool{}
+	infos, err := objects.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return names, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, info := range infos {
+		names[info.Name] = true
+	}
+	return names, nil
 }
