@@ -36,7 +36,11 @@ func ExportStore(ctx context.Context, js jetstream.JetStream) (jetstream.ObjectS
 	if err != nil {
 		return nil, fmt.Errorf("open object store %s: %w", BucketExports, err)
 	}
-	return &orderedStore{ObjectStore: obs, js: js, bucket: BucketExports}, nil
+	stream, err := js.Stream(ctx, "OBJ_"+BucketExports)
+	if err != nil {
+		return nil, fmt.Errorf("open object store %s: its stream: %w", BucketExports, err)
+	}
+	return &orderedStore{ObjectStore: obs, js: js, bucket: BucketExports, stream: stream}, nil
 }
 
 // orderedStore is a jetstream.ObjectStore whose puts publish each chunk only once the one before it is
@@ -55,7 +59,11 @@ type orderedStore struct {
 	jetstream.ObjectStore
 	js     jetstream.JetStream
 	bucket string
+	stream jetstream.Stream // the bucket's stream, OBJ_<bucket>: asked for chunk counts, purged
 }
+
+// chunkSubject is the subject of the chunks of the object stored under nuid.
+func (s *orderedStore) chunkSubject(nuid string) string { return "$O." + s.bucket + ".C." + nuid }
 
 const (
 	// chunkSize is the size of every chunk but the last. jetstream's default is 128 KiB; with one
@@ -94,9 +102,9 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("put %s: %w", meta.Name, err)
 	}
-	stream := "OBJ_" + s.bucket
+	streamName := s.stream.CachedInfo().Config.Name
 	id := nuid.Next()
-	chunkSubject := "$O." + s.bucket + ".C." + id
+	chunkSubject := s.chunkSubject(id)
 	failed := func(err error) (*jetstream.ObjectInfo, error) {
 		s.purge(ctx, chunkSubject)
 		return nil, fmt.Errorf("put %s: %w", meta.Name, err)
@@ -119,7 +127,7 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 		if n > 0 {
 			data := bufs[chunks%2][:n]
 			h.Write(data)
-			inFlight = &chunk{stream: stream, subject: chunkSubject, index: chunks, msgID: id + "." + strconv.FormatUint(uint64(chunks), 10), data: data}
+			inFlight = &chunk{stream: streamName, subject: chunkSubject, index: chunks, msgID: id + "." + strconv.FormatUint(uint64(chunks), 10), data: data}
 			inFlight.publish(s.js)
 			chunks++
 			total += uint64(n)
@@ -136,7 +144,7 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 			return failed(err)
 		}
 	}
-	if held, err := s.chunksHeld(ctx, stream, chunkSubject); err != nil {
+	if held, err := s.chunksHeld(ctx, chunkSubject); err != nil {
 		return failed(err)
 	} else if held != uint64(chunks) {
 		return failed(fmt.Errorf("the stream holds %d chunks of the object, %d were published", held, chunks))
@@ -150,14 +158,14 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 	}
 	metaSubject := "$O." + s.bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(meta.Name))
 	header := nats.Header{jetstream.MsgRollup: []string{jetstream.MsgRollupSubject}}
-	if _, err := publishRetrying(ctx, s.js, stream, metaSubject, id+".meta", data, header, nil, chunkGiveUp); err != nil {
+	if _, err := publishRetrying(ctx, s.js, streamName, metaSubject, id+".meta", data, header, nil, chunkGiveUp); err != nil {
 		// The info may have been stored with its ack lost, and then the chunks are the object's: they
 		// stay. The caller treats the name as unsure either way (the export deletes the object).
 		return nil, fmt.Errorf("put %s: info: %w", meta.Name, err)
 	}
 	info.ModTime = time.Now().UTC()
 	if old != nil && !old.Deleted {
-		s.purge(ctx, "$O."+s.bucket+".C."+old.NUID)
+		s.purge(ctx, s.chunkSubject(old.NUID))
 	}
 	return info, nil
 }
@@ -222,12 +230,8 @@ func (c *chunk) settle(ctx context.Context, js jetstream.JetStream) error {
 }
 
 // chunksHeld asks the stream how many messages it holds on subject.
-func (s *orderedStore) chunksHeld(ctx context.Context, stream, subject string) (uint64, error) {
-	st, err := s.js.Stream(ctx, stream)
-	if err != nil {
-		return 0, fmt.Errorf("count chunks: %w", err)
-	}
-	si, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+func (s *orderedStore) chunksHeld(ctx context.Context, subject string) (uint64, error) {
+	si, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		return 0, fmt.Errorf("count chunks: %w", err)
 	}
@@ -239,9 +243,7 @@ func (s *orderedStore) chunksHeld(ctx context.Context, stream, subject string) (
 func (s *orderedStore) purge(ctx context.Context, subject string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if st, err := s.js.Stream(ctx, "OBJ_"+s.bucket); err == nil {
-		_ = st.Purge(ctx, jetstream.WithPurgeSubject(subject))
-	}
+	_ = s.stream.Purge(ctx, jetstream.WithPurgeSubject(subject))
 }
 
 // PutBytes is Put of data.

@@ -20,10 +20,7 @@ const OrphanAge = time.Hour
 // than olderThan before now: the files of export transactions that rolled back after the upload. It
 // returns how many it deleted. Safe to run from several producers at once.
 func SweepOrphans(ctx context.Context, pool *pgxpool.Pool, objects jetstream.ObjectStore, olderThan time.Duration, now time.Time, log *slog.Logger) (int, error) {
-	infos, err := objects.List(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return 0, nil
-	}
+	infos, err := listObjects(ctx, objects)
 	if err != nil {
 		return 0, fmt.Errorf("sweep orphans: list objects: %w", err)
 	}
@@ -64,4 +61,15 @@ func SweepOrphans(ctx context.Context, pool *pgxpool.Pool, objects jetstream.Obj
 		log.Info("deleted orphan export file", slog.String("object", name))
 	}
 	return deleted, nil
+}
+
+// listObjects lists the bucket's objects (deleted ones left out); an empty bucket is an empty list, not
+// jetstream.ErrNoObjectsFound. The listing is read by an ordered consumer, which the stream's leader
+// serves, so it is current even when a replica is not.
+func listObjects(ctx context.Context, objects jetstream.ObjectStore) ([]*jetstream.ObjectInfo, error) {
+	infos, err := objects.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	return infos, err
 }

@@ -53,8 +53,13 @@ func SweepRetained(ctx context.Context, pool *pgxpool.Pool, objects jetstream.Ob
 			// bucket's TTL; so the listing, which the stream's leader serves, has the last word, and a
 			// file still listed is deleted at a later sweep.
 			if held == nil {
-				if held, err = listed(ctx, objects); err != nil {
+				infos, err := listObjects(ctx, objects)
+				if err != nil {
 					return deleted, fmt.Errorf("sweep retained files: check %s is gone: %w", d.object, err)
+				}
+				held = map[string]bool{}
+				for _, info := range infos {
+					held[info.Name] = true
 				}
 			}
 			if held[d.object] {
@@ -74,21 +79,4 @@ func SweepRetained(ctx context.Context, pool *pgxpool.Pool, objects jetstream.Ob
 		log.Info("deleted an export file no longer needed", slog.String("export_id", d.id), slog.String("object", d.object))
 	}
 	return deleted, nil
-}
-
-// listed returns the names of the objects the bucket holds, from its listing (an ordered consumer, which
-// the stream's leader serves).
-func listed(ctx context.Context, objects jetstream.ObjectStore) (map[string]bool, error) {
-	names := map[string]bool{}
-	infos, err := objects.List(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return names, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, info := range infos {
-		names[info.Name] = true
-	}
-	return names, nil
 }
