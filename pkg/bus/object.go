@@ -124,6 +124,11 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 			}
 			inFlight = nil
 		}
+		// A reader that failed ends the put before what it read last is published: nothing is then in
+		// flight to land after the purge.
+		if rerr != nil && rerr != io.EOF {
+			return failed(rerr)
+		}
 		if n > 0 {
 			data := bufs[chunks%2][:n]
 			h.Write(data)
@@ -134,9 +139,6 @@ func (s *orderedStore) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.
 		}
 		if rerr == io.EOF {
 			break
-		}
-		if rerr != nil {
-			return failed(rerr)
 		}
 	}
 	if inFlight != nil {
