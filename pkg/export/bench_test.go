@@ -110,7 +110,7 @@ func BenchmarkCSVBuildVsCopy(b *testing.B) {
 		t0 := time.Now()
 		d := newDigestWriter()
 		err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-			st, err := x.writeFile(ctx, tx, exportID, d)
+			st, err := x.writeFile(ctx, tx, exportID, rows, d)
 			if err == nil && st.rows != rows {
 				err = fmt.Errorf("%d rows written, want %d (%d refused)", st.rows, rows, len(st.refused))
 			}
@@ -192,9 +192,13 @@ func TestBenchChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var linked int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM dps_export_records WHERE export_id = $1`, exportID).Scan(&linked); err != nil {
+		t.Fatal(err)
+	}
 	d := newDigestWriter()
 	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		st, err := x.writeFile(ctx, tx, exportID, d)
+		st, err := x.writeFile(ctx, tx, exportID, linked, d)
 		if err == nil {
 			status, _ := os.ReadFile("/proc/self/status")
 			hwm := regexp.MustCompile(`VmHWM:\s+\d+ kB`).Find(status)

@@ -330,9 +330,9 @@ func (e *Exporter) exportProgramme(ctx context.Context, req Request, p programme
 	}
 	var built fileStats
 	if req.DryRun {
-		built, err = e.buildFile(ctx, tx, res.ExportID, copyTo)
+		built, err = e.buildFile(ctx, tx, res.ExportID, linked, copyTo)
 	} else {
-		built, err = e.storeFile(ctx, tx, res, copyTo)
+		built, err = e.storeFile(ctx, tx, res, linked, copyTo)
 		if built.objectStored {
 			storedObject = res.ExportID
 		}
@@ -596,13 +596,13 @@ func (d *digestWriter) Write(p []byte) (int, error) {
 func (d *digestWriter) sum() []byte { return d.h.Sum(nil) }
 
 // buildFile writes the export's file to its digest (and the copy, if any) without storing it.
-func (e *Exporter) buildFile(ctx context.Context, tx pgx.Tx, exportID string, copyTo io.WriteCloser) (fileStats, error) {
+func (e *Exporter) buildFile(ctx context.Context, tx pgx.Tx, exportID string, linked int, copyTo io.WriteCloser) (fileStats, error) {
 	d := newDigestWriter()
 	var w io.Writer = d
 	if copyTo != nil {
 		w = io.MultiWriter(d, copyTo)
 	}
-	st, err := e.writeFile(ctx, tx, exportID, w)
+	st, err := e.writeFile(ctx, tx, exportID, linked, w)
 	if copyTo != nil {
 		if cerr := copyTo.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("close copy: %w", cerr)
@@ -620,7 +620,7 @@ func (e *Exporter) buildFile(ctx context.Context, tx pgx.Tx, exportID string, co
 // whatever the file's size. The file's SHA-256 is the one Put computes over the bytes it stored (hashing
 // them here as well would be a second pass over every byte, a sixth of the command's own CPU); what this
 // side checks is that the store holds as many bytes as were written.
-func (e *Exporter) storeFile(ctx context.Context, tx pgx.Tx, res Result, copyTo io.WriteCloser) (fileStats, error) {
+func (e *Exporter) storeFile(ctx context.Context, tx pgx.Tx, res Result, linked int, copyTo io.WriteCloser) (fileStats, error) {
 	pr, pw := io.Pipe()
 	type putResult struct {
 		info *jetstream.ObjectInfo
@@ -640,7 +640,7 @@ func (e *Exporter) storeFile(ctx context.Context, tx pgx.Tx, res Result, copyTo 
 	if copyTo != nil {
 		writers = append(writers, copyTo)
 	}
-	st, err := e.writeFile(ctx, tx, res.ExportID, io.MultiWriter(writers...))
+	st, err := e.writeFile(ctx, tx, res.ExportID, linked, io.MultiWriter(writers...))
 	if copyTo != nil {
 		if cerr := copyTo.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("close copy: %w", cerr)

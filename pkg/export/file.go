@@ -22,14 +22,14 @@ const maxRefusalLogs = 20
 // and returned with the rule; their refusal is logged by UUID, rule, field and reason only (never
 // patient details). Records whose version is no longer the one linked (a writer changed them after they
 // were decided) are left out too, and returned by id.
-func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w io.Writer) (fileStats, error) {
+func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, linked int, w io.Writer) (fileStats, error) {
 	st := fileStats{actions: map[string]int{}}
 	dw := dps.NewWriter(w, dps.Options{UniqueIDURI: e.uniqueIDURI})
 	ref, err := readReference(ctx, q)
 	if err != nil {
 		return st, err
 	}
-	err = withLocalSettings(ctx, q, fileSettings, func() error { return e.readRows(ctx, q, exportID, ref, dw, &st) })
+	err = withLocalSettings(ctx, q, fileSettings, func() error { return e.readRows(ctx, q, exportID, linked, ref, dw, &st) })
 	if err != nil {
 		return st, err
 	}
@@ -48,7 +48,7 @@ func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, w i
 // other formats, checks and writes them, so that decoding the next rows and formatting these run side
 // by side (formatting alone is about half of the command's CPU). Rows go between them in batches, in
 // file order; memory holds a few batches.
-func (e *Exporter) readRows(ctx context.Context, q pgx.Tx, exportID string, ref *reference, dw *dps.Writer, st *fileStats) error {
+func (e *Exporter) readRows(ctx context.Context, q pgx.Tx, exportID string, linked int, ref *reference, dw *dps.Writer, st *fileStats) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	full, empty := make(chan []fileRow, rowBatches), make(chan []fileRow, rowBatches)
@@ -58,7 +58,7 @@ func (e *Exporter) readRows(ctx context.Context, q pgx.Tx, exportID string, ref 
 	scanned := make(chan error, 1)
 	go func() {
 		defer close(full)
-		scanned <- scanRows(ctx, q, exportID, ref, empty, full)
+		scanned <- scanRows(ctx, q, fileRowsQuery(linked), exportID, ref, empty, full)
 	}()
 	var werr error
 	for batch := range full {
@@ -89,9 +89,9 @@ type fileRow struct {
 	rec     dps.Record
 }
 
-// scanRows reads the rows of sqlExportRows into batches taken from empty and sent on full, in order.
-func scanRows(ctx context.Context, q pgx.Tx, exportID string, ref *reference, empty <-chan []fileRow, full chan<- []fileRow) error {
-	rows, err := q.Query(ctx, sqlExportRows, exportID)
+// scanRows reads the rows of query (a file's statement: see fileRowsQuery) into batches taken from empty and sent on full, in order.
+func scanRows(ctx context.Context, q pgx.Tx, query, exportID string, ref *reference, empty <-chan []fileRow, full chan<- []fileRow) error {
+	rows, err := q.Query(ctx, query, exportID)
 	if err != nil {
 		return fmt.Errorf("read rows of export %s: %w", exportID, err)
 	}

@@ -94,7 +94,7 @@ func readTable[V any](ctx context.Context, q pgx.Tx, what, sql string, scan func
 	return m, nil
 }
 
-// refs are a record's references, as sqlExportRows returns them; only the team is required.
+// refs are a record's references, as the file's statements return them; only the team is required.
 type refs struct {
 	team                                 int64
 	location, vaccine, batch, vaccinator pgtype.Int8

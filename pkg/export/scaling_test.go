@@ -187,9 +187,11 @@ func (n planNode) walk(visit func(planNode)) {
 	}
 }
 
-// TestFileQueryStreams: the file query's plan sorts before it joins the small tables and never sorts
-// the finished rows (its top node is a join, so the first row reaches the writer before the last is
-// joined), and reads no table sequentially, on a first export and in the steady state.
+// TestFileQueryStreams: each of the file's two statements keeps its shape (see fileRowsQuery) and reads
+// no table sequentially, nor any table but the links, records and patients, on a first export and in
+// the steady state. The streamed one sorts before it joins the patients and never sorts the finished
+// rows (its top node is a join, so the first row reaches the writer before the last is joined); the
+// joined one joins the patients below its sort, where parallel workers can share the probes.
 func TestFileQueryStreams(t *testing.T) {
 	for _, queue := range []string{"", queueRecent, queueScattered} {
 		e := newEnv(t)
@@ -207,18 +209,40 @@ func TestFileQueryStreams(t *testing.T) {
 		if res.Rows == 0 {
 			t.Fatalf("%s: %+v", what, res)
 		}
-		checkFilePlan(t, e.pool, res.ExportID, what)
+		checkFilePlan(t, e.pool, res.ExportID, sqlExportRowsStreamed, what+", streamed")
+		checkFilePlan(t, e.pool, res.ExportID, sqlExportRowsJoined, what+", joined")
 	}
 }
 
-func checkFilePlan(t *testing.T, pool *pgxpool.Pool, exportID, what string) {
+func checkFilePlan(t *testing.T, pool *pgxpool.Pool, exportID, query, what string) {
 	t.Helper()
-	root, _, plan := explain(t, pool, fileSettings, "FORMAT JSON", sqlExportRows, exportID)
-	// The links and their records are sorted into file order, and each sorted row is joined to its
-	// patient as it streams out: the top node is that join, not a sort of the finished rows. No table is
-	// read sequentially, and no table but these three at all (the small ones are the reference).
-	if !strings.Contains(root.NodeType, "Nested Loop") {
-		t.Errorf("%s: the file query's top node is %s, not a join: the finished rows are sorted before the first is returned", what, root.NodeType)
+	root, _, plan := explain(t, pool, fileSettings, "FORMAT JSON", query, exportID)
+	// Where the patients are joined: above every sort (streamed) or below one (joined).
+	var patientsBelowSort func(n planNode, underSort bool) bool
+	patientsBelowSort = func(n planNode, underSort bool) bool {
+		if n.RelationName == "patients" {
+			return underSort
+		}
+		underSort = underSort || n.NodeType == "Sort"
+		for _, c := range n.Plans {
+			if patientsBelowSort(c, underSort) {
+				return true
+			}
+		}
+		return false
+	}
+	switch query {
+	case sqlExportRowsStreamed:
+		if !strings.Contains(root.NodeType, "Nested Loop") {
+			t.Errorf("%s: the file query's top node is %s, not a join: the finished rows are sorted before the first is returned", what, root.NodeType)
+		}
+		if patientsBelowSort(root, false) {
+			t.Errorf("%s: the patients are joined before the sort, so every probe runs before the first row", what)
+		}
+	case sqlExportRowsJoined:
+		if !patientsBelowSort(root, false) {
+			t.Errorf("%s: the patients are joined after the sort, in the leader alone", what)
+		}
 	}
 	root.walk(func(n planNode) {
 		if n.NodeType == "Seq Scan" {
@@ -232,5 +256,89 @@ func checkFilePlan(t *testing.T, pool *pgxpool.Pool, exportID, what string) {
 	})
 	if t.Failed() {
 		t.Logf("plan: %s", plan)
+	}
+}
+
+// TestFileStatementsAgree: the file's two statements return the same rows in the same order, so the
+// size that chooses between them never changes a file. The suite's exports are small and use the
+// joined one; here both read the links of one export, on a first export and in the steady state.
+func TestFileStatementsAgree(t *testing.T) {
+	for _, queue := range []string{"", queueScattered} {
+		e := newEnv(t)
+		if _, err := demodata.Seed(t.Context(), e.pool, demodata.Options{Records: 3000, Seed: 5}); err != nil {
+			t.Fatal(err)
+		}
+		if queue != "" {
+			if err := buildSteadyState(t.Context(), e.pool, queue); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res := e.exportOne(request("HPV"))
+		if res.Rows == 0 {
+			t.Fatalf("queue %q: %+v", queue, res)
+		}
+		streamed := fileRowsText(t, e.pool, sqlExportRowsStreamed, res.ExportID)
+		joined := fileRowsText(t, e.pool, sqlExportRowsJoined, res.ExportID)
+		if len(streamed) != res.Rows || len(joined) != res.Rows {
+			t.Fatalf("queue %q: %d rows streamed, %d joined, the export has %d", queue, len(streamed), len(joined), res.Rows)
+		}
+		for i := range streamed {
+			for col := range streamed[i] {
+				if streamed[i][col] != joined[i][col] {
+					// Named by record id and column only: the rows hold (synthetic) patient details.
+					t.Fatalf("queue %q: row %d, column %d differs (record %s streamed, %s joined)", queue, i, col+1, streamed[i][0], joined[i][0])
+				}
+			}
+		}
+	}
+}
+
+// fileRowsText runs a file statement under fileSettings and returns each row's values as text.
+func fileRowsText(t *testing.T, pool *pgxpool.Pool, query, exportID string) [][]string {
+	t.Helper()
+	var out [][]string
+	err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+		for _, set := range fileSettings {
+			if _, err := tx.Exec(t.Context(), sqlSetLocal, set[0], set[1]); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.Query(t.Context(), query, exportID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				return err
+			}
+			row := make([]string, len(vals))
+			for i, v := range vals {
+				row[i] = fmt.Sprint(v)
+			}
+			out = append(out, row)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestFileRowsQueryBySize(t *testing.T) {
+	for _, tc := range []struct {
+		linked int
+		want   string
+	}{
+		{1, sqlExportRowsJoined},
+		{streamRowsFrom - 1, sqlExportRowsJoined},
+		{streamRowsFrom, sqlExportRowsStreamed},
+		{10 * streamRowsFrom, sqlExportRowsStreamed},
+	} {
+		if got := fileRowsQuery(tc.linked); got != tc.want {
+			t.Errorf("fileRowsQuery(%d) is the other statement", tc.linked)
+		}
 	}
 }
