@@ -21,7 +21,8 @@ const maxRefusalLogs = 20
 // Records the writer refuses (their row breaks one of the receiver's row rules) are left out of the file
 // and returned with the rule; their refusal is logged by UUID, rule, field and reason only (never
 // patient details). Records whose version is no longer the one linked (a writer changed them after they
-// were decided) are left out too, and returned by id.
+// were decided) are left out too, and returned by id. linked, how many records the run linked, chooses
+// the statement that reads them (fileRowsQuery).
 func (e *Exporter) writeFile(ctx context.Context, q pgx.Tx, exportID string, linked int, w io.Writer) (fileStats, error) {
 	st := fileStats{actions: map[string]int{}}
 	dw := dps.NewWriter(w, dps.Options{UniqueIDURI: e.uniqueIDURI})
