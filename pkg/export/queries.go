@@ -234,11 +234,11 @@ ORDER BY r.performed_at, r.uuid`
 //
 // Which is faster depends on how many rows there are, measured in the command (the file step, paired
 // runs on copies of one database, 2026-12-01): at 10,000,000 records tonight's files of 13,000 to
-// 40,000 rows took 15 to 30 % less time joined (TD_IPV 293 to 381 ms against 375 to 494 ms; FLU 823 to
-// 1,075 ms against 1,005 to 1,113 ms); on a first export at 1,000,000 records the streamed one was as
-// fast at 121,000 rows and faster above (HPV's 201,600 rows 3.5 s against 4.0 s, FLU's 363,830 rows
-// 5.4 to 6.0 s against 7.1 to 7.5 s), where formatting after the last row costs more than the
-// parallel probes save.
+// 40,000 rows took 11 to 27 % less time joined, by the means of three runs (TD_IPV 293 to 381 ms
+// against 375 to 494 ms; FLU 823 to 1,075 ms against 1,005 to 1,113 ms); on a first export at
+// 1,000,000 records the streamed one was as fast at 121,000 rows and faster above (HPV's 201,600 rows
+// 3.5 s against 4.0 s, FLU's 363,830 rows 5.4 to 6.0 s against 7.1 to 7.5 s), where formatting after
+// the last row costs more than the parallel probes save.
 //
 // fileSettings keeps both in their shape whatever the statistics say; TestFileQueryStreams checks them.
 //
