@@ -60,7 +60,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	c := &Cluster{cfg: cfg}
 	// Every node's ports in one call, all held open together, so no two nodes are given the same port.
-	ports, err := freePorts(3 * cfg.Nodes)
+	ports, err := FreePorts(3 * cfg.Nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,9 @@ func (c *Cluster) Stop() {
 	}
 }
 
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n TCP ports on 127.0.0.1 that were free, all held open together until it returns,
+// so that no two of them are the same (ports taken one at a time can be handed out twice).
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var lns []net.Listener
 	defer func() {
@@ -263,7 +265,7 @@ func freePorts(n int) ([]int, error) {
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return nil, fmt.Errorf("natsserver cluster: free port: %w", err)
+			return nil, fmt.Errorf("natsserver: free port: %w", err)
 		}
 		lns = append(lns, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)

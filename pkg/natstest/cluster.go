@@ -2,7 +2,6 @@ package natstest
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -27,19 +26,13 @@ type Cluster struct {
 // running. The servers are shut down when the test ends.
 func RunCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	// The route ports are held open together so that no two nodes are given the same one, and
-	// released just before the servers bind them.
-	ports := make([]int, n)
+	ports, err := natsserver.FreePorts(n)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
 	var routes []string
-	var listeners []net.Listener
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("natstest: %v", err)
-		}
-		listeners = append(listeners, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
+	for _, port := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", port))
 	}
 	c := &Cluster{t: t, opts: make([]*server.Options, n), nodes: make([]*server.Server, n)}
 	for i := range n {
@@ -51,9 +44,6 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		c.opts[i] = o
 	}
 	t.Cleanup(c.shutdown)
-	for _, l := range listeners {
-		l.Close()
-	}
 	c.StartAll()
 	if t.Failed() {
 		t.FailNow() // a node did not start (StartAll said which)
