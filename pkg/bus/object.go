@@ -199,10 +199,8 @@ type chunk struct {
 
 func (c *chunk) publish(js jetstream.JetStream) {
 	msg := &nats.Msg{Subject: c.subject, Data: c.data, Header: nats.Header{}}
-	// No retries inside jetstream: a chunk that fails is published again by settle, never behind
-	// a later one.
-	c.ack, c.err = js.PublishMsgAsync(msg, jetstream.WithMsgID(c.msgID), jetstream.WithExpectStream(c.stream),
-		jetstream.WithRetryAttempts(0))
+	// A chunk that fails is published again by settle, never behind a later one.
+	c.ack, c.err = js.PublishMsgAsync(msg, publishOpts(c.stream, c.msgID)...)
 }
 
 // settle waits for the chunk's ack; if it fails, or does not come within attemptTimeout, the chunk is

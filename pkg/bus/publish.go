@@ -88,11 +88,7 @@ func publishData(ctx context.Context, js jetstream.JetStream, subject, msgID str
 // a message the stream stored before its ack was lost is acknowledged as a duplicate, not stored again.
 func publishRetrying(ctx context.Context, js jetstream.JetStream, stream, subject, msgID string, data []byte, header nats.Header,
 	ambiguous *bool, giveUp time.Duration) (*jetstream.PubAck, error) {
-	// No retries inside jetstream: this loop owns them, with its own timeout and backoff.
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0)}
-	if stream != "" {
-		opts = append(opts, jetstream.WithExpectStream(stream))
-	}
+	opts := publishOpts(stream, msgID)
 	started := time.Now()
 	wait := 50 * time.Millisecond
 	for {
@@ -127,6 +123,18 @@ func publishRetrying(ctx context.Context, js jetstream.JetStream, stream, subjec
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
+}
+
+// publishOpts are the options of every publish of ours: the Nats-Msg-Id, the stream it must land in
+// (when stream is set), and no retries inside jetstream, since the caller owns them with its own
+// timeout and backoff (publishRetrying, and the object store's chunks, which must never be published
+// again behind a later one).
+func publishOpts(stream, msgID string) []jetstream.PublishOpt {
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0)}
+	if stream != "" {
+		opts = append(opts, jetstream.WithExpectStream(stream))
+	}
+	return opts
 }
 
 // transient reports whether a publish error may go away by itself.
