@@ -151,12 +151,10 @@ func explain(t *testing.T, pool *pgxpool.Pool, settings [][2]string, options, sq
 	}
 	var plan []byte
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		for _, set := range settings {
-			if _, err := tx.Exec(ctx, sqlSetLocal, set[0], set[1]); err != nil {
-				return err
-			}
-		}
-		if err := tx.QueryRow(ctx, "EXPLAIN ("+options+") "+sql, args...).Scan(&plan); err != nil {
+		err := withLocalSettings(ctx, tx, settings, func() error {
+			return tx.QueryRow(ctx, "EXPLAIN ("+options+") "+sql, args...).Scan(&plan)
+		})
+		if err != nil {
 			return err
 		}
 		if err := json.Unmarshal(plan, &doc); err != nil {
@@ -298,28 +296,25 @@ func fileRowsText(t *testing.T, pool *pgxpool.Pool, query, exportID string) [][]
 	t.Helper()
 	var out [][]string
 	err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
-		for _, set := range fileSettings {
-			if _, err := tx.Exec(t.Context(), sqlSetLocal, set[0], set[1]); err != nil {
-				return err
-			}
-		}
-		rows, err := tx.Query(t.Context(), query, exportID)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			vals, err := rows.Values()
+		return withLocalSettings(t.Context(), tx, fileSettings, func() error {
+			rows, err := tx.Query(t.Context(), query, exportID)
 			if err != nil {
 				return err
 			}
-			row := make([]string, len(vals))
-			for i, v := range vals {
-				row[i] = fmt.Sprint(v)
+			defer rows.Close()
+			for rows.Next() {
+				vals, err := rows.Values()
+				if err != nil {
+					return err
+				}
+				row := make([]string, len(vals))
+				for i, v := range vals {
+					row[i] = fmt.Sprint(v)
+				}
+				out = append(out, row)
 			}
-			out = append(out, row)
-		}
-		return rows.Err()
+			return rows.Err()
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
